@@ -1,0 +1,1 @@
+"""Telemetry for BookGen: metrics, traces and logs, attached at one edge by `instrument()`."""

@@ -1,0 +1,88 @@
+"""Service settings: one home, read from `BOOKGEN_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    return {
+        "bookgen-sim": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
+        "openai/gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
+        "openai/gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
+        "anthropic/claude-3.5-sonnet": ModelPrice(input_per_mtok=3.00, output_per_mtok=15.00),
+        "meta-llama/llama-3.1-70b-instruct": ModelPrice(input_per_mtok=0.12, output_per_mtok=0.30),
+    }
+
+
+class SimSettings(BaseModel):
+    """Knobs of the built-in simulated model; all can be changed at runtime via its admin route."""
+
+    tokens_per_second: float = Field(default=40.0, gt=0)
+    time_to_first_token_s: float = Field(default=0.2, ge=0)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
+    timeout_rate: float = Field(default=0.0, ge=0, le=1)
+    retry_after_s: float = Field(default=1.0, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BOOKGEN_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    # Storage
+    database_url: str = "sqlite+aiosqlite:///./bookgen.db"
+
+    # LLM provider. No base URL means: start the simulated model in-process.
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_provider_name: str = "openrouter"
+    model: str = "bookgen-sim"
+    llm_timeout_s: float = Field(default=120.0, gt=0)
+    llm_max_retries: int = Field(default=4, ge=0, le=20)
+    llm_backoff_base_s: float = Field(default=0.5, ge=0)
+    llm_backoff_max_s: float = Field(default=30.0, ge=0)
+    llm_max_concurrency: int = Field(default=64, ge=1)
+    llm_stream: bool = True
+    prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+    sim: SimSettings = Field(default_factory=SimSettings)
+
+    # Book defaults (BookGen v1 shape)
+    chapters: int = 20
+    total_words: int = 51_000
+    length_tolerance: float = Field(default=0.05, gt=0, lt=1)
+    length_max_attempts: int = Field(default=3, ge=1, le=10)
+
+    # Work scheduling
+    job_concurrency: int = Field(default=8, ge=1, description="jobs run at once per process")
+    chapter_concurrency: int = Field(default=20, ge=1, description="chapters written at once per job")
+    max_queue: int = Field(default=200, ge=1, description="pending jobs before 429")
+    job_lease_s: float = Field(default=30.0, gt=0)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+    # HTTP edge
+    rate_limit: str = "120/minute"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    debug_routes: bool = False
+
+    # Telemetry (the service never reads these itself; the composition root does)
+    telemetry: bool = True
+    worker_index: int = 0
+    metrics_port_base: int | None = None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
