@@ -14,7 +14,19 @@ MetricType = Literal["counter", "gauge", "histogram", "info"]
 # Explicit buckets: no common FastAPI exporter's defaults have the 0.2 s latency target.
 HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Through an hour, with the 30-minute book target as an exact boundary.
-JOB_DURATION_BUCKETS = (30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0)
+JOB_DURATION_BUCKETS = (
+    30.0,
+    60.0,
+    120.0,
+    180.0,
+    300.0,
+    600.0,
+    900.0,
+    1200.0,
+    1800.0,
+    2700.0,
+    3600.0,
+)
 LENGTH_DEVIATION_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 # OpenTelemetry GenAI semantic conventions' advisory buckets.
 GENAI_DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 … 81.92
@@ -30,6 +42,9 @@ LENGTH_FIX_ACTIONS = ("continue", "trim")
 LLM_RETRY_REASONS = ("rate_limited", "server_error", "timeout", "connection")
 TOKEN_TYPES = ("input", "output")
 CHAPTER_KINDS = ("outline", "introduction", "chapter", "epilogue")
+GC_GENERATIONS = ("0", "1", "2")
+# Label value for anything outside a bounded set (OpenTelemetry's convention).
+OTHER = "_OTHER"
 
 GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
 
@@ -172,6 +187,18 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("bookgen_process_open_fds", "gauge", "Open file descriptors of this worker."),
     MetricSpec("bookgen_process_threads", "gauge", "Threads of this worker process."),
+    MetricSpec(
+        "bookgen_python_gc_collections_total",
+        "counter",
+        "Garbage collections run by this worker process, by generation.",
+        ("generation",),
+    ),
+    MetricSpec(
+        "bookgen_python_gc_objects_collected_total",
+        "counter",
+        "Objects freed by the garbage collector in this worker process, by generation.",
+        ("generation",),
+    ),
     MetricSpec(
         "bookgen_event_loop_lag_seconds",
         "histogram",

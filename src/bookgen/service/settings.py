@@ -35,6 +35,11 @@ class SimSettings(BaseModel):
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_rate: float = Field(default=0.0, ge=0, le=1)
     retry_after_s: float = Field(default=1.0, ge=0)
+    # Fault injection (issue 5): a pause once mid-response, latency added before the first token,
+    # and how long a simulated timeout hangs (bounded; longer than the client's timeout).
+    stall_s: float = Field(default=0.0, ge=0, le=3600)
+    latency_s: float = Field(default=0.0, ge=0, le=3600)
+    hang_s: float = Field(default=150.0, ge=0, le=3600)
 
 
 class Settings(BaseSettings):
@@ -81,6 +86,9 @@ class Settings(BaseSettings):
     telemetry: bool = True
     worker_index: int = 0
     metrics_port_base: int | None = None
+    # Record prompt/completion text in LLM spans (personal data: off unless opted in).
+    capture_content: bool = False
+    log_level: str = "INFO"
 
 
 @lru_cache

@@ -1,0 +1,5 @@
+"""Durable job execution: claiming, leases, recovery."""
+
+from bookgen.service.jobs.runtime import JobRuntime, RuntimeSnapshot
+
+__all__ = ["JobRuntime", "RuntimeSnapshot"]

@@ -1,0 +1,1 @@
+"""The generation pipeline: outline, chapters to length, assembly and export."""

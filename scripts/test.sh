@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: lint, format, types, generated files, then every test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "ruff check";            ruff check .
+step "ruff format --check";   ruff format --check .
+step "mypy (strict)";         mypy
+step "bookgen slo check";     bookgen slo check
+step "pytest";                python3 -m pytest "$@"

@@ -1,0 +1,1 @@
+"""Acceptance: load runs, capacity search and `bookgen verify` measuring the six targets."""

@@ -1,0 +1,153 @@
+"""Capacity: the highest request rate one API process sustains on the BookGen mix, p95 under the
+latency bound and no errors, while a fixed number of generations run (kept topped up)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bookgen.acceptance.locust_run import LocustRun
+from bookgen.acceptance.server import ServeProcess, SimProcess
+
+CHARACTERS = ("Ada Lovelace", "Alan Turing", "Grace Hopper", "Marie Curie")
+
+
+class Generations:
+    """Keeps `count` books in flight on `host` until stopped (submits one per finished book)."""
+
+    def __init__(self, host: str, count: int, chapters: int = 20, words: int = 51_000) -> None:
+        self.host = host
+        self.count = count
+        self.body = {"chapters": chapters, "total_words": words}
+        self.submitted = 0
+        self.completed = 0
+        self.running_samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="generations", daemon=True)
+        self._active: set[str] = set()
+
+    def _submit(self, client: httpx.Client) -> None:
+        body = {"character": CHARACTERS[self.submitted % len(CHARACTERS)], **self.body}
+        headers = {"X-Client-Id": f"capacity-{uuid.uuid4().hex[:12]}"}
+        response = client.post("/api/v1/biographies/generate", json=body, headers=headers)
+        if response.status_code == 202:
+            self._active.add(response.json()["job_id"])
+            self.submitted += 1
+
+    def _loop(self) -> None:
+        with httpx.Client(base_url=self.host, timeout=10.0) as client:
+            for _ in range(100_000):  # bounded; each pass sleeps
+                if self._stop.is_set():
+                    return
+                try:
+                    for job_id in list(self._active):
+                        state = client.get(f"/api/v1/biographies/{job_id}/status").json()
+                        if state.get("status") in ("completed", "failed", "cancelled"):
+                            self._active.discard(job_id)
+                            self.completed += state.get("status") == "completed"
+                    while len(self._active) < self.count and not self._stop.is_set():
+                        self._submit(client)
+                    page = client.get(
+                        "/api/v1/biographies", params={"status": "in_progress", "page_size": 1}
+                    ).json()
+                    self.running_samples.append(int(page.get("total", 0)))
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass
+                self._stop.wait(2.0)
+
+    def __enter__(self) -> Generations:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def wait_running(self, timeout_s: float = 60.0) -> int:
+        """Wait until `count` jobs are in progress (or the timeout); returns how many are."""
+        for _ in range(int(timeout_s / 0.5)):
+            if self.running_samples and self.running_samples[-1] >= self.count:
+                break
+            self._stop.wait(0.5)
+        return self.running_samples[-1] if self.running_samples else 0
+
+
+def cancel_all(host: str) -> None:
+    """Cancel every unfinished job (so a shared server is left idle)."""
+    with httpx.Client(base_url=host, timeout=10.0) as client:
+        for state in ("pending", "in_progress"):
+            for _ in range(50):
+                page = client.get(
+                    "/api/v1/biographies", params={"status": state, "page_size": 100}
+                ).json()
+                if not page.get("items"):
+                    break
+                for item in page["items"]:
+                    client.post(f"/api/v1/biographies/{item['job_id']}/cancel")
+
+
+def run_capacity(
+    report_dir: Path,
+    host: str | None = None,
+    generations: int = 32,
+    max_users: int = 200,
+    step_users: int = 10,
+    step_time_s: float = 12.0,
+    user_rate: float = 20.0,
+    p95_ms: float = 200.0,
+    processes: int = 0,
+) -> dict[str, Any]:
+    """Run the capacity search; returns the capacity report (also written as capacity.json)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        if host is None:
+            sim = stack.enter_context(SimProcess(report_dir / "sim"))
+            env = {
+                "BOOKGEN_JOB_CONCURRENCY": str(generations),
+                "BOOKGEN_MAX_QUEUE": str(max(200, generations * 4)),
+                "BOOKGEN_LLM_MAX_CONCURRENCY": "256",
+            }
+            server = stack.enter_context(
+                ServeProcess(report_dir / "serve", 1, env, llm_url=f"{sim.url}/v1")
+            )
+            host = server.url
+        books = stack.enter_context(Generations(host, generations))
+        running = books.wait_running()
+        print(f"capacity: {running} generations running on {host}", flush=True)
+        steps = max(1, max_users // step_users)
+        run = LocustRun(
+            "capacity",
+            host,
+            report_dir,
+            users=max_users,
+            duration_s=steps * step_time_s + 5,
+            spawn_rate=step_users * 4,
+            processes=processes,
+            extra=[
+                "--step-users", str(step_users), "--step-time", f"{step_time_s:g}",
+                "--capacity-user-rate", f"{user_rate:g}", "--capacity-p95-ms", f"{p95_ms:g}",
+                "--no-gate",
+            ],
+        )  # fmt: skip
+        code = run.run(echo=False)
+        stack.callback(cancel_all, host)
+        path = report_dir / "capacity.json"
+        report: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        report.update(
+            {
+                "locust_exit_code": code,
+                "host": host,
+                "generations_target": generations,
+                "generations_running_min": min(books.running_samples or [0]),
+                "generations_running_samples": books.running_samples[-50:],
+                "command": " ".join(run.argv()),
+            }
+        )
+        path.write_text(json.dumps(report, indent=2))
+        return report

@@ -1,0 +1,148 @@
+"""Run Locust headless as a subprocess with a profile's users, shape, gate and report paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class Profile:
+    user: str
+    shape: str
+    users: int
+    duration_s: float
+    extra: tuple[str, ...] = ()
+
+
+PROFILES: dict[str, Profile] = {
+    "acceptance": Profile("BookGenUser", "steady", 10, 120),
+    "stress": Profile(
+        "StressTestUser", "step", 60, 120, ("--step-users", "10", "--step-time", "15")
+    ),
+    "spike": Profile("BookGenUser", "spike", 50, 180),
+    "soak": Profile("BookGenUser", "soak", 10, 1800),
+    "capacity": Profile(
+        "CapacityUser", "capacity", 200, 300, ("--step-users", "10", "--step-time", "12")
+    ),
+}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `5m`, `1h30m`."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration like 90s, 5m or 1h30m")
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def loadtests_dir() -> Path:
+    """The repository's loadtests/ (next to src/), else ./loadtests."""
+    for candidate in (ROOT / "loadtests", Path.cwd() / "loadtests"):
+        if (candidate / "locustfile.py").is_file():
+            return candidate
+    raise FileNotFoundError("loadtests/locustfile.py not found (run from the repository root)")
+
+
+@dataclass
+class LocustRun:
+    """One headless Locust run; `argv()` is the exact command, `run()` executes it."""
+
+    profile: str
+    host: str
+    report_dir: Path
+    users: int | None = None
+    duration_s: float | None = None
+    spawn_rate: float | None = None
+    processes: int = 0
+    prometheus_url: str = ""
+    thresholds: Path | None = None
+    min_rps: float | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self) -> Profile:
+        return PROFILES[self.profile]
+
+    def argv(self) -> list[str]:
+        folder = loadtests_dir()
+        spec = self.spec
+        users = self.users or spec.users
+        duration = int(self.duration_s or spec.duration_s)
+        rate = self.spawn_rate or (users if spec.shape != "soak" else max(1.0, users / 10))
+        out = self.report_dir
+        argv = [
+            sys.executable, "-m", "locust",
+            "-f", f"{folder / 'locustfile.py'},{folder / 'shapes.py'}",
+            spec.user, "--headless", "--shape", spec.shape,
+            "--users", str(users), "--spawn-rate", f"{rate:g}", "--run-time", f"{duration}s",
+            "--stop-timeout", "5", "--host", self.host,
+            "--html", str(out / "report.html"), "--csv", str(out / "stats"), "--csv-full-history",
+            "--json-file", str(out / "stats"), "--gate-report", str(out / "gate.json"),
+            "--logfile", str(out / "locust.log"), "--only-summary",
+            *spec.extra,
+        ]  # fmt: skip
+        if spec.shape == "capacity":
+            argv += ["--capacity-report", str(out / "capacity.json")]
+        if self.processes:
+            argv += ["--processes", str(self.processes)]
+        if self.prometheus_url:
+            argv += ["--prometheus-url", self.prometheus_url]
+        if self.thresholds is not None:
+            argv += ["--thresholds", str(self.thresholds)]
+        if self.min_rps is not None:
+            argv += ["--gate-min-rps", f"{self.min_rps:g}"]
+        return argv + self.extra
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start Locust; its console output goes to the report folder's locust-console.txt."""
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        argv = self.argv()
+        (self.report_dir / "command.txt").write_text(" ".join(argv) + "\n")
+        console = (self.report_dir / "locust-console.txt").open("wb")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.Popen(
+            argv, stdout=console, stderr=subprocess.STDOUT, cwd=loadtests_dir().parent, env=env
+        )
+
+    def run(self, echo: bool = True) -> int:
+        proc = self.start()
+        limit = (self.duration_s or self.spec.duration_s) + 120
+        deadline = time.monotonic() + limit
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if echo:
+            sys.stdout.write(self.console())
+        return int(proc.returncode)
+
+    def console(self) -> str:
+        path = self.report_dir / "locust-console.txt"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    def gate(self) -> dict[str, Any] | None:
+        path = self.report_dir / "gate.json"
+        return dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())

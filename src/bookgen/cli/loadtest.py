@@ -1,0 +1,106 @@
+"""`bookgen loadtest`: Locust headless with a profile's users, shape, gate and reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bookgen.acceptance.locust_run import PROFILES, LocustRun, parse_duration, timestamp
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command("loadtest")
+@click.option(
+    "--profile",
+    type=click.Choice(sorted(PROFILES)),
+    default="acceptance",
+    show_default=True,
+    help="acceptance: BookGenUser steady; stress: StressTestUser step; spike; soak; "
+    "capacity: the step search for the highest sustained req/s of one API process.",
+)
+@click.option("--users", type=click.IntRange(1, 100_000), help="Peak users (profile default).")
+@click.option("--duration", callback=_duration, help="Run time, e.g. 90s, 5m (profile default).")
+@click.option("--host", help="API base URL. capacity without it starts its own server.")
+@click.option("--spawn-rate", type=float, help="Users started per second.")
+@click.option("--processes", type=int, default=0, help="Locust worker processes (distributed).")
+@click.option("--prometheus-url", default="", help="Compare with the server side in Prometheus.")
+@click.option(
+    "--thresholds",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Thresholds JSON (default loadtests/thresholds.json, generated from slo.yaml).",
+)
+@click.option("--min-rps", type=float, help="Override the thresholds' minimum throughput.")
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where reports go (default reports/loadtest-<profile>-<timestamp>).",
+)
+@click.option("--generations", default=32, show_default=True, help="capacity: books in flight.")
+@click.option("--user-rate", default=20.0, show_default=True, help="capacity: req/s per user.")
+@click.option("--step-users", default=10, show_default=True, help="capacity: users per step.")
+@click.option("--step-time", default=12.0, show_default=True, help="capacity: seconds per step.")
+def loadtest(
+    profile: str,
+    users: int | None,
+    duration: float | None,
+    host: str | None,
+    spawn_rate: float | None,
+    processes: int,
+    prometheus_url: str,
+    thresholds: Path | None,
+    min_rps: float | None,
+    report_dir: Path | None,
+    generations: int,
+    user_rate: float,
+    step_users: int,
+    step_time: float,
+) -> None:
+    """Run a load profile headless; exits non-zero when the gate finds a target breached."""
+    folder = report_dir or Path("reports") / f"loadtest-{profile}-{timestamp()}"
+    if profile == "capacity":
+        from bookgen.acceptance.capacity import run_capacity
+
+        report = run_capacity(
+            folder,
+            host,
+            generations=generations,
+            max_users=users or PROFILES["capacity"].users,
+            step_users=step_users,
+            step_time_s=step_time,
+            user_rate=user_rate,
+            processes=processes,
+        )
+        click.echo(f"reports: {folder}")
+        figure = float(report.get("capacity_rps", 0.0))
+        click.echo(
+            f"CAPACITY {figure:.0f} req/s per API process with "
+            f"{report.get('generations_running_min')}..{generations} generations running"
+        )
+        raise SystemExit(0 if figure > 0 else 1)
+    if host is None:
+        raise click.UsageError("--host is required for this profile (e.g. http://127.0.0.1:8000)")
+    run = LocustRun(
+        profile,
+        host,
+        folder,
+        users=users,
+        duration_s=duration,
+        spawn_rate=spawn_rate,
+        processes=processes,
+        prometheus_url=prometheus_url,
+        thresholds=thresholds,
+        min_rps=min_rps,
+    )
+    click.echo(f"$ {' '.join(run.argv())}")
+    code = run.run()
+    click.echo(f"reports: {folder} (report.html, stats_*.csv, stats.json, gate.json)")
+    raise SystemExit(code)

@@ -1,0 +1,135 @@
+"""`bookgen serve`: the API with in-process job workers; N worker processes share one port."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import click
+import uvicorn
+
+APP_FACTORY = "bookgen.asgi:build_app"
+RESTART_DELAY_S = 1.0
+STOP_GRACE_S = 20.0
+QUICK_EXIT_S = 5.0
+MAX_QUICK_EXITS = 5
+_PR_SET_PDEATHSIG = 1
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_worker(host: str, port: int, *, reuse_port: bool, log_level: str, access_log: bool) -> None:
+    """One process: bind (with SO_REUSEPORT when siblings share the port) and serve."""
+    sock = listening_socket(host, port, reuse_port=reuse_port)
+    config = uvicorn.Config(
+        APP_FACTORY,
+        factory=True,
+        log_level=log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=10,
+        backlog=2048,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to this worker if the supervisor dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Supervisor:
+    """Starts N workers, restarts any that die, and stops them all on SIGINT/SIGTERM."""
+
+    def __init__(self, args: list[str], workers: int) -> None:
+        self.args = args
+        self.workers = workers
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.started: dict[int, float] = {}
+        self.quick_exits = 0
+        self.stopping = False
+
+    def spawn(self, index: int) -> None:
+        env = {**os.environ, "BOOKGEN_WORKER_INDEX": str(index)}
+        command = [sys.executable, "-m", "bookgen.cli.serve", *self.args]
+        self.children[index] = subprocess.Popen(command, env=env)
+        self.started[index] = time.monotonic()
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+        for index in range(self.workers):
+            self.spawn(index)
+        while not self.stopping:
+            for index, child in list(self.children.items()):
+                if child.poll() is not None and not self.stopping:
+                    click.echo(
+                        f"worker {index} exited with {child.returncode}; restarting", err=True
+                    )
+                    time.sleep(RESTART_DELAY_S)
+                    self.spawn(index)
+            time.sleep(0.2)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in self.children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        return 0
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--log-level", default="info", show_default=True)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
+    """Run the API and its job workers (the simulated model too, unless BOOKGEN_LLM_BASE_URL)."""
+    if workers == 1:
+        os.environ.setdefault("BOOKGEN_WORKER_INDEX", "0")
+        run_worker(host, port, reuse_port=False, log_level=log_level, access_log=access_log)
+        return
+    # Fail fast on a busy port; a socket that is bound but not listening takes no connections.
+    try:
+        listening_socket(host, port, reuse_port=True).close()
+    except OSError as error:
+        raise click.ClickException(f"cannot bind {host}:{port}: {error}") from error
+    args = [host, str(port), log_level, "1" if access_log else "0"]
+    sys.exit(Supervisor(args, workers).run())
+
+
+def _worker_main(argv: list[str]) -> None:
+    host, port, log_level, access_log = argv
+    _die_with_parent()
+    run_worker(host, int(port), reuse_port=True, log_level=log_level, access_log=access_log == "1")
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1:])

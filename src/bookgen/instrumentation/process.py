@@ -1,0 +1,121 @@
+"""Figures read at scrape time: job runtime state, this process (psutil), GC, event-loop lag."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import psutil
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bookgen.instrumentation import catalogue as cat
+
+log = logging.getLogger(__name__)
+
+
+class _Snapshot(Protocol):
+    queued: int
+    running: int
+    oldest_running_created_at: datetime | None
+    queue_capacity: int
+
+
+def _gauge(name: str, value: float) -> GaugeMetricFamily:
+    spec = cat.BY_NAME[name]
+    return GaugeMetricFamily(spec.name, spec.help, value=value, unit=spec.unit)
+
+
+class RuntimeCollector(Collector):
+    """Queue and running-job gauges from `app.state.runtime.snapshot()`; zeros until it exists."""
+
+    def __init__(self, runtime: Callable[[], Any], default_capacity: int) -> None:
+        self._runtime = runtime
+        self._default_capacity = default_capacity
+
+    def collect(self) -> Iterator[Metric]:
+        queued = running = age = 0.0
+        capacity = float(self._default_capacity)
+        runtime = self._runtime()
+        if runtime is not None:
+            try:
+                snap: _Snapshot = runtime.snapshot()
+                queued, running = float(snap.queued), float(snap.running)
+                capacity = float(snap.queue_capacity)
+                oldest = snap.oldest_running_created_at
+                if oldest is not None:
+                    if oldest.tzinfo is None:
+                        oldest = oldest.replace(tzinfo=UTC)
+                    age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+            except Exception:  # a scrape must not fail because the runtime is mid-shutdown
+                log.warning("runtime snapshot failed", exc_info=True)
+        yield _gauge("bookgen_jobs_queued", queued)
+        yield _gauge("bookgen_jobs_running", running)
+        yield _gauge("bookgen_job_oldest_running_age_seconds", age)
+        yield _gauge("bookgen_job_queue_capacity", capacity)
+
+
+class ProcessCollector(Collector):
+    """RSS, CPU, fds, threads and GC of this worker process."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+
+    def collect(self) -> Iterator[Metric]:
+        proc = self._process
+        with proc.oneshot():
+            rss = proc.memory_info().rss
+            cpu = proc.cpu_times()
+            fds = proc.num_fds()
+            threads = proc.num_threads()
+        yield _gauge("bookgen_process_resident_memory_bytes", rss)
+        spec = cat.BY_NAME["bookgen_process_cpu_seconds_total"]
+        yield CounterMetricFamily(spec.name, spec.help, value=cpu.user + cpu.system, unit=spec.unit)
+        yield _gauge("bookgen_process_open_fds", fds)
+        yield _gauge("bookgen_process_threads", threads)
+        stats = gc.get_stats()
+        for name, key in (
+            ("bookgen_python_gc_collections_total", "collections"),
+            ("bookgen_python_gc_objects_collected_total", "collected"),
+        ):
+            spec = cat.BY_NAME[name]
+            family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+            for generation, stat in zip(cat.GC_GENERATIONS, stats, strict=False):
+                family.add_metric([generation], stat[key])
+            yield family
+
+
+class EventLoopLagMonitor:
+    """Sleeps `interval_s` in a loop and records how late each wake-up came."""
+
+    def __init__(self, histogram: Histogram, interval_s: float = 0.25) -> None:
+        self._histogram = histogram
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="bookgen-event-loop-lag"
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        interval = self._interval_s
+        while True:
+            expected = time.perf_counter() + interval
+            await asyncio.sleep(interval)
+            self._histogram.observe(max(0.0, time.perf_counter() - expected))

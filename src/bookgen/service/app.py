@@ -1,0 +1,182 @@
+"""create_app(settings): the API, its job runtime and, with no provider, the built-in model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bookgen.service.deps import SubmissionLimiter
+from bookgen.service.hooks import Hooks
+from bookgen.service.jobs import JobRuntime
+from bookgen.service.llm.client import LLMClient
+from bookgen.service.llm.sim import create_sim_app
+from bookgen.service.routes import biographies, health, sources, status
+from bookgen.service.routes.health import VERSION
+from bookgen.service.settings import Settings, SimSettings, get_settings
+from bookgen.service.store import Store
+
+GENERATE_PATH = "/api/v1/biographies/generate"
+
+
+class _SignalFreeServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signal handling to the main server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class EmbeddedSim:
+    """The simulated model served over real HTTP on a free 127.0.0.1 port, in this event loop."""
+
+    def __init__(self, settings: SimSettings) -> None:
+        config = uvicorn.Config(
+            create_sim_app(settings), log_level="warning", access_log=False, lifespan="off"
+        )
+        self.server = _SignalFreeServer(config)
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port: int = self.socket.getsockname()[1]
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self) -> str:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.socket]))
+        for _ in range(500):
+            if self.server.started or self.task.done():
+                break
+            await asyncio.sleep(0.01)
+        if not self.server.started:
+            raise RuntimeError("the simulated model did not start")
+        return self.base_url
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.socket.close()
+
+
+class BodyLimit:
+    """413 for a request body over the cap, by Content-Length or by the bytes actually sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body exceeds {self.max_bytes} bytes"}, status_code=413
+        )
+        await response({"type": "http"}, _never_receive, send)
+
+
+async def _never_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    if request.url.path == GENERATE_PATH:
+        request.app.state.hooks.job_rejected("invalid")
+    detail: list[dict[str, Any]] = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        field = ".".join(loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc)
+        detail.append(
+            {"field": field, "loc": loc, "msg": error.get("msg"), "type": error.get("type")}
+        )
+    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    hooks: Hooks = app.state.hooks
+    store = Store.from_url(settings.database_url)
+    await store.create_tables()
+    sim: EmbeddedSim | None = None
+    base_url = settings.llm_base_url
+    if base_url is None:
+        sim = EmbeddedSim(settings.sim)
+        base_url = await sim.start()
+    llm = LLMClient(settings, hooks, base_url=base_url)
+    runtime = JobRuntime(store, llm, settings, hooks)
+    app.state.store, app.state.llm, app.state.sim, app.state.runtime = store, llm, sim, runtime
+    await runtime.start()
+    try:
+        yield
+    finally:
+        await runtime.stop()
+        await llm.aclose()
+        if sim is not None:
+            await sim.stop()
+        await store.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="BookGen",
+        version=VERSION,
+        description="Biographies from an LLM, as durable jobs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.hooks = Hooks()
+    app.state.submission_limiter = SubmissionLimiter(settings.rate_limit)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    for module in (health, status, biographies, sources):
+        app.include_router(module.router)
+    if settings.debug_routes and importlib.util.find_spec("bookgen.service.routes.debug"):
+        from bookgen.service.routes import debug
+
+        app.include_router(debug.router)
+    return app

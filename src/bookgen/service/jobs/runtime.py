@@ -1,0 +1,223 @@
+"""JobRuntime: claims jobs from the store, runs them under a renewed lease, recovers the lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from bookgen.service.hooks import Hooks, JobInfo
+from bookgen.service.jobs.execution import StoreSink, book_spec, job_info
+from bookgen.service.pipeline.book import BookWriter
+from bookgen.service.pipeline.writer import ChatModel, LengthPolicy
+from bookgen.service.settings import Settings
+from bookgen.service.store import JobRow, LeaseLost, Store
+from bookgen.service.store.models import utcnow
+
+logger = logging.getLogger("bookgen.jobs")
+
+ERROR_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSnapshot:
+    queued: int
+    running: int
+    oldest_running_created_at: datetime | None
+    queue_capacity: int
+    job_slots: int
+    paused: bool
+
+
+@dataclass(slots=True)
+class _Running:
+    job: JobInfo
+    task: asyncio.Task[None]
+    cancelled: bool = False  # by a user (cancel route) or because the lease was lost
+
+
+class JobRuntime:
+    def __init__(
+        self,
+        store: Store,
+        llm: ChatModel,
+        settings: Settings,
+        hooks: Hooks,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.hooks = hooks
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._unpaused = asyncio.Event()
+        self._unpaused.set()
+        self._wake = asyncio.Event()
+        self.writer = BookWriter(
+            llm=llm,
+            hooks=hooks,
+            policy=LengthPolicy(settings.length_tolerance, settings.length_max_attempts),
+            chapter_concurrency=settings.chapter_concurrency,
+            gate=self._gate,
+        )
+        self._running: dict[str, _Running] = {}
+        self._queued = 0
+        self._poller: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._queued = await self.store.count_pending()
+        self._poller = asyncio.create_task(self._poll_loop(), name="bookgen-job-poller")
+
+    async def stop(self) -> None:
+        """Stop claiming, interrupt running jobs and hand them back to the queue."""
+        self._stopping = True
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        tasks = [r.task for r in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- controls -----------------------------------------------------------------------
+    async def _gate(self) -> None:
+        """Held before each LLM call: a paused runtime suspends its jobs here."""
+        await self._unpaused.wait()
+
+    def pause(self) -> None:
+        self._unpaused.clear()
+
+    def resume(self) -> None:
+        self._unpaused.set()
+        self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._unpaused.is_set()
+
+    def wake(self) -> None:
+        """A job was just submitted: look for work now rather than at the next poll."""
+        self._queued += 1
+        self._wake.set()
+
+    def cancel_local(self, job_id: str) -> bool:
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        running.cancelled = True
+        running.task.cancel()
+        return True
+
+    def snapshot(self) -> RuntimeSnapshot:
+        oldest = min((r.job.created_at for r in self._running.values()), default=None)
+        return RuntimeSnapshot(
+            queued=self._queued,
+            running=len(self._running),
+            oldest_running_created_at=oldest,
+            queue_capacity=self.settings.max_queue,
+            job_slots=self.settings.job_concurrency,
+            paused=self.paused,
+        )
+
+    def estimate_seconds(self, chapters: int, total_words: int) -> float:
+        """Rough wall time of a job submitted now, from the nominal stream rate."""
+        rate = self.settings.sim.tokens_per_second
+        per_chapter = total_words / chapters * 4 / 3 * 1.1
+        rounds = math.ceil((chapters + 2) / self.settings.chapter_concurrency)
+        one = (chapters * 40 + rounds * per_chapter) / rate
+        ahead = (self._queued + len(self._running)) / self.settings.job_concurrency
+        return one * (1 + math.floor(ahead))
+
+    # --- claiming -----------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("job poll failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+            self._wake.clear()
+
+    async def _tick(self) -> None:
+        while (
+            not self._stopping
+            and not self.paused
+            and len(self._running) < self.settings.job_concurrency
+        ):
+            job = await self.store.claim(self.owner, self.settings.job_lease_s)
+            if job is None:
+                break
+            info = job_info(job)
+            task = asyncio.create_task(self._run(job, info), name=f"bookgen-job-{job.id[:8]}")
+            self._running[job.id] = _Running(info, task)
+        self._queued = await self.store.count_pending()
+
+    # --- running ------------------------------------------------------------------------
+    async def _heartbeat(self, job_id: str) -> None:
+        interval = self.settings.job_lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                owned = await self.store.renew(job_id, self.owner, self.settings.job_lease_s)
+            except Exception:
+                logger.warning("lease renewal failed", extra={"job_id": job_id}, exc_info=True)
+                continue
+            if not owned:
+                self.cancel_local(job_id)
+                return
+
+    async def _run(self, job: JobRow, info: JobInfo) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(job.id))
+        try:
+            with self.hooks.job_run(info):
+                await self._execute(job, info)
+        finally:
+            heartbeat.cancel()
+            self._running.pop(job.id, None)
+            self._wake.set()
+
+    async def _execute(self, job: JobRow, info: JobInfo) -> None:
+        done = {s.index for s in await self.store.sections(job.id)}
+        sink = StoreSink(self.store, job.id, self.owner)
+        try:
+            await self.writer.write(book_spec(job), info, sink, outline=job.outline, done=done)
+        except asyncio.CancelledError:
+            if self._stopping and not self._running[job.id].cancelled:
+                await asyncio.shield(self.store.release(job.id, self.owner))
+                raise
+            await self._finished_elsewhere(info)
+            return
+        except LeaseLost:
+            await self._finished_elsewhere(info)
+            return
+        except Exception as error:
+            logger.warning(
+                "job failed", extra={"job_id": job.id, "error_type": type(error).__name__}
+            )
+            message = f"{type(error).__name__}: {error}"[:ERROR_LIMIT]
+            if await self.store.finish(job.id, self.owner, "failed", message):
+                self._finished(info, "failed")
+            return
+        if await self.store.finish(job.id, self.owner, "completed"):
+            self._finished(info, "completed")
+
+    async def _finished_elsewhere(self, info: JobInfo) -> None:
+        """The job stopped being ours: report it only if a user cancelled it."""
+        current = await self.store.get_job(info.job_id)
+        if current is not None and current.status == "cancelled":
+            self._finished(info, "cancelled")
+
+    def _finished(self, info: JobInfo, outcome: str) -> None:
+        duration = (utcnow() - info.created_at).total_seconds()
+        self.hooks.job_finished(info, outcome, duration)

@@ -1,0 +1,157 @@
+"""A whole book: outline with one call, then every section written concurrently and stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+from bookgen.service.hooks import ChapterOutcome, Hooks, JobInfo
+from bookgen.service.pipeline import prompts
+from bookgen.service.pipeline.outline import Outline, parse_outline
+from bookgen.service.pipeline.prompts import BookSpec
+from bookgen.service.pipeline.writer import (
+    ChatModel,
+    Gate,
+    LengthPolicy,
+    UsageMeter,
+    token_budget,
+    write_to_length,
+)
+from bookgen.service.store.repository import NewSection, Usage
+
+OUTLINE_INDEX = -1
+
+
+class BookSink(Protocol):
+    """Where finished pieces go the moment they exist."""
+
+    async def save_outline(self, outline: Outline, usage: Usage) -> None: ...
+
+    async def save_section(self, section: NewSection, usage: Usage) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSection:
+    index: int
+    kind: str
+    title: str
+    synopsis: str
+    target: int
+
+
+def plan(spec: BookSpec, outline: Outline) -> list[PlannedSection]:
+    """Introduction (0), chapters (1..n), epilogue (n+1)."""
+    sections = [PlannedSection(0, "introduction", "Introduction", "", spec.frame_words)]
+    for number, entry in enumerate(outline, start=1):
+        sections.append(
+            PlannedSection(
+                number, "chapter", entry["title"], entry["synopsis"], spec.words_per_chapter
+            )
+        )
+    sections.append(PlannedSection(spec.chapters + 1, "epilogue", "Epilogue", "", spec.frame_words))
+    return sections
+
+
+async def _open_gate() -> None:
+    return None
+
+
+@dataclass(slots=True)
+class BookWriter:
+    llm: ChatModel
+    hooks: Hooks
+    policy: LengthPolicy
+    chapter_concurrency: int
+    gate: Gate = _open_gate
+
+    async def outline(self, spec: BookSpec, job: JobInfo) -> tuple[Outline, Usage]:
+        meter = UsageMeter()
+        with self.hooks.chapter_run(job, OUTLINE_INDEX, "outline"):
+            await self.gate()
+            reply = await self.llm.chat(
+                prompts.outline(spec),
+                model=spec.model,
+                max_tokens=token_budget(spec.chapters * 60),
+                temperature=spec.temperature,
+            )
+            meter.add(reply)
+        return parse_outline(reply.text, spec.chapters), meter.usage()
+
+    async def section(
+        self, spec: BookSpec, job: JobInfo, planned: PlannedSection, sink: BookSink
+    ) -> None:
+        with self.hooks.chapter_run(job, planned.index, planned.kind):
+            messages = prompts.section(
+                spec, planned.kind, planned.title, planned.synopsis, planned.index, planned.target
+            )
+            written = await write_to_length(
+                self.llm,
+                messages,
+                target=planned.target,
+                model=spec.model,
+                temperature=spec.temperature,
+                policy=self.policy,
+                hooks=self.hooks,
+                gate=self.gate,
+            )
+            await sink.save_section(
+                NewSection(
+                    job_id=spec.job_id,
+                    index=planned.index,
+                    kind=planned.kind,
+                    title=planned.title,
+                    text=written.text,
+                    words=written.words,
+                    target_words=written.target_words,
+                    deviation=written.deviation,
+                    attempts=written.attempts,
+                ),
+                written.usage,
+            )
+        self.hooks.chapter_done(
+            ChapterOutcome(
+                job_id=spec.job_id,
+                index=planned.index,
+                kind=planned.kind,
+                words=written.words,
+                target_words=written.target_words,
+                deviation=written.deviation,
+                attempts=written.attempts,
+            )
+        )
+
+    async def write(
+        self,
+        spec: BookSpec,
+        job: JobInfo,
+        sink: BookSink,
+        *,
+        outline: Outline | None = None,
+        done: Collection[int] = (),
+    ) -> None:
+        """Write every section not in `done`; resumes from a stored outline when given one."""
+        if outline is None:
+            outline, usage = await self.outline(spec, job)
+            await sink.save_outline(outline, usage)
+        todo = [p for p in plan(spec, outline) if p.index not in done]
+        slots = asyncio.Semaphore(self.chapter_concurrency)
+
+        async def bounded(planned: PlannedSection) -> None:
+            async with slots:
+                await self.section(spec, job, planned, sink)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for planned in todo:
+                    group.create_task(bounded(planned))
+        except BaseExceptionGroup as failures:
+            raise _first(failures) from None
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -1,0 +1,224 @@
+"""Biography jobs: submit, follow, list, cancel and download."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+
+from bookgen.service.deps import (
+    ClientKeyDep,
+    HooksDep,
+    LimiterDep,
+    RuntimeDep,
+    SettingsDep,
+    StoreDep,
+)
+from bookgen.service.jobs.execution import job_info
+from bookgen.service.models import (
+    GenerateRequest,
+    JobCreated,
+    JobPage,
+    JobStatus,
+    JobStatusName,
+    Progress,
+    Tokens,
+)
+from bookgen.service.pipeline import export
+from bookgen.service.store import JobRow
+from bookgen.service.store.models import utcnow
+
+router = APIRouter(prefix="/api/v1/biographies", tags=["biographies"])
+
+QUEUE_FULL_RETRY_AFTER_S = 30
+MAX_ID_LENGTH = 64
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown job"}}
+
+
+def _paths(request: Request, job_id: str) -> tuple[str, str]:
+    status_url = request.app.url_path_for("job_status", job_id=job_id)
+    download_url = request.app.url_path_for("download", job_id=job_id)
+    return str(status_url), str(download_url)
+
+
+def to_status(request: Request, job: JobRow) -> JobStatus:
+    sections = job.chapters + 2
+    percentage = 100.0 if job.status == "completed" else 100 * job.sections_completed / sections
+    return JobStatus(
+        job_id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        character=job.character,
+        chapters=job.chapters,
+        total_words=job.total_words,
+        model=job.model,
+        progress=Progress(
+            chapters_completed=job.chapters_completed,
+            total_chapters=job.chapters,
+            percentage=round(percentage, 1),
+        ),
+        words_written=job.words_written,
+        tokens=Tokens(
+            input=job.input_tokens,
+            output=job.output_tokens,
+            total=job.input_tokens + job.output_tokens,
+        ),
+        cost_usd=round(job.cost_usd, 6),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        error=job.error,
+        download_url=_paths(request, job.id)[1] if job.status == "completed" else None,
+    )
+
+
+async def _job_or_404(store: StoreDep, job_id: str) -> JobRow:
+    job = await store.get_job(job_id) if len(job_id) <= MAX_ID_LENGTH else None
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id[:MAX_ID_LENGTH]} not found")
+    return job
+
+
+def _too_many(hooks: HooksDep, reason: str, detail: str, retry_after: int) -> HTTPException:
+    hooks.job_rejected(reason)
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS, detail, headers={"Retry-After": str(retry_after)}
+    )
+
+
+@router.post(
+    "/generate",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={429: {"description": "queue full or rate limited; see Retry-After"}},
+)
+async def generate(
+    body: GenerateRequest,
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    runtime: RuntimeDep,
+    hooks: HooksDep,
+    limiter: LimiterDep,
+    client: ClientKeyDep,
+) -> JobCreated:
+    wait = limiter.retry_after(client)
+    if wait is not None:
+        raise _too_many(hooks, "rate_limited", f"rate limit {settings.rate_limit} exceeded", wait)
+    if await store.count_pending() >= settings.max_queue:
+        detail = f"job queue is full ({settings.max_queue} pending)"
+        raise _too_many(hooks, "queue_full", detail, QUEUE_FULL_RETRY_AFTER_S)
+    job_id = uuid.uuid4().hex
+    chapters = body.chapters or settings.chapters
+    total_words = body.total_words or settings.total_words
+    job = JobRow(
+        id=job_id,
+        character=body.character,
+        chapters=chapters,
+        total_words=total_words,
+        model=body.model or settings.model,
+        temperature=body.temperature,
+        language=body.language,
+        mode=body.mode,
+        sources=[s.model_dump() for s in body.sources or []],
+        status="pending",
+        created_at=utcnow(),
+        trace_context=hooks.job_submitted(job_id),
+    )
+    await store.add_job(job)
+    runtime.wake()
+    status_url, download_url = _paths(request, job_id)
+    eta = job.created_at + timedelta(seconds=runtime.estimate_seconds(chapters, total_words))
+    return JobCreated(
+        job_id=job_id,
+        status="pending",
+        character=job.character,
+        chapters=chapters,
+        total_words=total_words,
+        model=job.model,
+        created_at=job.created_at,
+        estimated_completion_time=eta,
+        status_url=status_url,
+        download_url=download_url,
+    )
+
+
+@router.get("", summary="List jobs, newest first")
+async def list_jobs(
+    request: Request,
+    store: StoreDep,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    job_status: Annotated[JobStatusName | None, Query(alias="status")] = None,
+) -> JobPage:
+    rows, total = await store.list_jobs(
+        status=job_status, offset=(page - 1) * page_size, limit=page_size
+    )
+    return JobPage(
+        items=[to_status(request, row) for row in rows],
+        total=total,
+        page=page,
+        page_size=page_size,
+        pages=math.ceil(total / page_size),
+    )
+
+
+@router.get("/{job_id}/status", name="job_status", responses=NOT_FOUND)
+async def job_status(job_id: str, request: Request, store: StoreDep) -> JobStatus:
+    return to_status(request, await _job_or_404(store, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    responses={**NOT_FOUND, 409: {"description": "the job already finished"}},
+)
+async def cancel(
+    job_id: str, request: Request, store: StoreDep, runtime: RuntimeDep, hooks: HooksDep
+) -> JobStatus:
+    before = await _job_or_404(store, job_id)
+    if before.status not in ("pending", "in_progress"):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job is already {before.status}")
+    job = await store.cancel(job_id)
+    assert job is not None
+    if (
+        job.status == "cancelled"
+        and not runtime.cancel_local(job_id)
+        and before.status == "pending"
+    ):
+        # Nobody runs a pending job, so nobody else reports its end.
+        duration = (utcnow() - job.created_at).total_seconds()
+        hooks.job_finished(job_info(job), "cancelled", duration)
+    return to_status(request, job)
+
+
+@router.get(
+    "/{job_id}/download",
+    name="download",
+    responses={**NOT_FOUND, 400: {"description": "the job has not completed"}},
+)
+async def download(
+    job_id: str,
+    store: StoreDep,
+    fmt: Annotated[Literal["txt", "md", "docx"], Query(alias="format")] = "txt",
+) -> Response:
+    job = await _job_or_404(store, job_id)
+    if job.status != "completed":
+        reason = f"job is {job.status}; the book can be downloaded once it is completed"
+        if job.status == "failed" and job.error:
+            reason = f"job failed ({job.error}); there is no book to download"
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, reason)
+    sections = [
+        export.Section(s.index, s.kind, s.title, s.text) for s in await store.sections(job.id)
+    ]
+    if fmt == "docx":
+        content = await asyncio.to_thread(export.to_docx, job.character, sections)
+    else:
+        content = export.render(fmt, job.character, sections)
+    name = export.file_name(job.character, job.id, fmt)
+    return Response(
+        content,
+        media_type=export.FORMATS[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

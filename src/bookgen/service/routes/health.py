@@ -1,0 +1,49 @@
+"""Liveness (`/health`, checks nothing) and readiness (`/ready`, checks store and LLM)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+VERSION = version("bookgen")
+CHECK_TIMEOUT_S = 2.0
+READY_CACHE_S = 1.0
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "healthy", "timestamp": datetime.now(UTC).isoformat(), "version": VERSION}
+
+
+async def _check(probe: Any) -> str:
+    try:
+        ok = await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return "timeout"
+    except Exception as error:
+        return f"error: {type(error).__name__}"
+    return "ok" if ok else "unavailable"
+
+
+@router.get("/ready", responses={503: {"description": "a dependency is not usable"}})
+async def ready(request: Request) -> JSONResponse:
+    """200 when the job store and the LLM provider answer; else 503 naming what failed."""
+    state = request.app.state
+    cached: tuple[float, dict[str, str]] | None = getattr(state, "ready_cache", None)
+    if cached is not None and time.monotonic() - cached[0] < READY_CACHE_S:
+        checks = cached[1]
+    else:
+        store, llm = await asyncio.gather(_check(state.store.ping), _check(state.llm.ping))
+        checks = {"store": store, "llm": llm}
+        state.ready_cache = (time.monotonic(), checks)
+    failed = sorted(name for name, result in checks.items() if result != "ok")
+    body = {"status": "not_ready" if failed else "ready", "checks": checks, "failed": failed}
+    return JSONResponse(body, status_code=503 if failed else 200)

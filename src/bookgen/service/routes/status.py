@@ -1,0 +1,40 @@
+"""`/api/v1/status`: configuration plus live queue and worker figures (from the cached snapshot)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+
+from bookgen.service.deps import RuntimeDep, SettingsDep
+from bookgen.service.routes.health import VERSION
+
+router = APIRouter(prefix="/api/v1", tags=["status"])
+
+
+@router.get("/status")
+async def service_status(settings: SettingsDep, runtime: RuntimeDep) -> dict[str, Any]:
+    snapshot = runtime.snapshot()
+    oldest = snapshot.oldest_running_created_at
+    return {
+        "status": "operational",
+        "api_version": "v1",
+        "version": VERSION,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "configuration": {
+            "chapters": settings.chapters,
+            "total_words": settings.total_words,
+            "model": settings.model,
+            "length_tolerance": settings.length_tolerance,
+            "chapter_concurrency": settings.chapter_concurrency,
+        },
+        "queue": {"pending": snapshot.queued, "capacity": snapshot.queue_capacity},
+        "workers": {
+            "worker_index": settings.worker_index,
+            "running_jobs": snapshot.running,
+            "job_slots": snapshot.job_slots,
+            "paused": snapshot.paused,
+            "oldest_running_created_at": oldest.isoformat() if oldest else None,
+        },
+    }

@@ -1,0 +1,271 @@
+"""The job store: every read and write the service makes, each a short transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, func, or_, select, text, update
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from bookgen.service.store.models import Base, JobRow, SectionRow, utcnow
+
+ACTIVE = ("pending", "in_progress")
+SCHEMA_LOCK = 0x426F6F6B  # "Book": serialises table creation between workers on PostgreSQL
+
+
+class LeaseLost(Exception):
+    """This worker no longer owns the job (lease taken over, or the job was cancelled)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewSection:
+    job_id: str
+    index: int
+    kind: str
+    title: str
+    text: str
+    words: int
+    target_words: int
+    deviation: float
+    attempts: int
+
+
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 10})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(make_engine(url))
+
+    async def create_tables(self) -> None:
+        """Create missing tables; safe when several workers start at once."""
+        for attempt in range(5):
+            try:
+                async with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        await conn.execute(text(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
+                    await conn.run_sync(Base.metadata.create_all, checkfirst=True)
+                return
+            except DBAPIError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> bool:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+
+    # --- submission and reads ------------------------------------------------------------
+    async def count_pending(self) -> int:
+        async with self.sessions() as s:
+            n = await s.scalar(select(func.count()).where(JobRow.status == "pending"))
+        return int(n or 0)
+
+    async def add_job(self, job: JobRow) -> JobRow:
+        async with self.sessions() as s, s.begin():
+            s.add(job)
+        return job
+
+    async def get_job(self, job_id: str) -> JobRow | None:
+        async with self.sessions() as s:
+            return await s.get(JobRow, job_id)
+
+    async def list_jobs(
+        self, *, status: str | None, offset: int, limit: int
+    ) -> tuple[list[JobRow], int]:
+        query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+        count = select(func.count()).select_from(JobRow)
+        if status is not None:
+            query = query.where(JobRow.status == status)
+            count = count.where(JobRow.status == status)
+        async with self.sessions() as s:
+            rows = list((await s.scalars(query.offset(offset).limit(limit))).all())
+            total = int(await s.scalar(count) or 0)
+        return rows, total
+
+    async def sections(self, job_id: str) -> list[SectionRow]:
+        query = select(SectionRow).where(SectionRow.job_id == job_id).order_by(SectionRow.index)
+        async with self.sessions() as s:
+            return list((await s.scalars(query)).all())
+
+    async def cancel(self, job_id: str) -> JobRow | None:
+        """Cancel a pending or running job; returns the job as it now is (None if unknown)."""
+        async with self.sessions() as s, s.begin():
+            await s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.in_(ACTIVE))
+                .values(
+                    status="cancelled",
+                    completed_at=utcnow(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return await self.get_job(job_id)
+
+    # --- worker side ---------------------------------------------------------------------
+    async def claim(self, owner: str, lease_s: float) -> JobRow | None:
+        """Atomically take the oldest pending job, or one whose worker's lease expired."""
+        now = utcnow()
+        candidate = (
+            select(JobRow.id)
+            .where(
+                or_(
+                    JobRow.status == "pending",
+                    (JobRow.status == "in_progress") & (JobRow.lease_expires_at < now),
+                )
+            )
+            .order_by(JobRow.created_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        statement = (
+            update(JobRow)
+            .where(
+                JobRow.id == candidate,
+                or_(
+                    JobRow.status == "pending",
+                    (JobRow.status == "in_progress") & (JobRow.lease_expires_at < now),
+                ),
+            )
+            .values(
+                status="in_progress",
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                started_at=func.coalesce(JobRow.started_at, now),
+                runs=JobRow.runs + 1,
+            )
+            .returning(JobRow.id)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.sessions() as s, s.begin():
+            job_id = (await s.execute(statement)).scalar_one_or_none()
+        return None if job_id is None else await self.get_job(job_id)
+
+    def _owned(self, job_id: str, owner: str) -> Any:
+        return (
+            (JobRow.id == job_id) & (JobRow.lease_owner == owner) & (JobRow.status == "in_progress")
+        )
+
+    async def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
+        expires = utcnow() + timedelta(seconds=lease_s)
+        async with self.sessions() as s, s.begin():
+            result = await s.execute(
+                update(JobRow).where(self._owned(job_id, owner)).values(lease_expires_at=expires)
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def release(self, job_id: str, owner: str) -> None:
+        """Hand a running job back to the queue (clean shutdown)."""
+        async with self.sessions() as s, s.begin():
+            await s.execute(
+                update(JobRow)
+                .where(self._owned(job_id, owner))
+                .values(status="pending", lease_owner=None, lease_expires_at=None)
+            )
+
+    async def save_outline(
+        self, job_id: str, owner: str, outline: list[dict[str, str]], usage: Usage
+    ) -> None:
+        async with self.sessions() as s, s.begin():
+            result = await s.execute(
+                update(JobRow)
+                .where(self._owned(job_id, owner))
+                .values(outline=outline, **_add_usage(usage))
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                raise LeaseLost(job_id)
+
+    async def save_section(self, owner: str, section: NewSection, usage: Usage) -> bool:
+        """Store a finished section once; False if it was already stored."""
+        is_chapter = 1 if section.kind == "chapter" else 0
+        try:
+            async with self.sessions() as s, s.begin():
+                result = await s.execute(
+                    update(JobRow)
+                    .where(self._owned(section.job_id, owner))
+                    .values(
+                        sections_completed=JobRow.sections_completed + 1,
+                        chapters_completed=JobRow.chapters_completed + is_chapter,
+                        words_written=JobRow.words_written + section.words,
+                        **_add_usage(usage),
+                    )
+                )
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    raise LeaseLost(section.job_id)
+                s.add(SectionRow(**_fields(section)))
+        except IntegrityError:
+            return False
+        return True
+
+    async def finish(
+        self, job_id: str, owner: str, status: str, error: str | None = None
+    ) -> datetime | None:
+        """Mark an owned job finished; returns completed_at, or None if no longer ours."""
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            result = await s.execute(
+                update(JobRow)
+                .where(self._owned(job_id, owner))
+                .values(
+                    status=status,
+                    error=error,
+                    completed_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return now if result.rowcount else None  # type: ignore[attr-defined]
+
+
+def _add_usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": JobRow.input_tokens + usage.input_tokens,
+        "output_tokens": JobRow.output_tokens + usage.output_tokens,
+        "cost_usd": JobRow.cost_usd + usage.cost_usd,
+    }
+
+
+def _fields(section: NewSection) -> dict[str, Any]:
+    return {name: getattr(section, name) for name in NewSection.__slots__}

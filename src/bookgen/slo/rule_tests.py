@@ -1,0 +1,365 @@
+"""promtool unit tests for the rules, generated from the spec for either profile.
+
+Every alert rule gets a scenario where it fires (labels and annotations asserted) and is asserted
+silent under healthy traffic and on an idle system. Time is counted in ticks: one tick is 1 min in
+the default profile and 1 min / time_scale in the fast one, so every scenario holds in both.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bookgen.instrumentation.catalogue import BY_NAME
+from bookgen.slo import conventions as names
+from bookgen.slo.rules import Alert, alerts, annotations
+from bookgen.slo.spec import RatioSLO, Spec
+
+Series = dict[str, str]  # series selector -> promtool values expression
+LONG = 480  # ticks of data in every scenario (8 h in the default profile)
+
+
+# --- Prometheus template functions, as Prometheus 2.42 formats them ------------------------------
+
+
+def _g4(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def humanize_percentage(value: float) -> str:
+    return f"{_g4(value * 100)}%"
+
+
+def humanize1024(value: float) -> str:
+    if abs(value) <= 1 or math.isnan(value) or math.isinf(value):
+        return _g4(value)
+    prefix = ""
+    for p in ("ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"):
+        if abs(value) < 1024:
+            break
+        prefix, value = p, value / 1024
+    return f"{_g4(value)}{prefix}"
+
+
+def humanize_duration(value: float) -> str:
+    if value == 0:
+        return "0s"
+    if abs(value) >= 1:
+        whole = int(value)
+        s, m, h, d = whole % 60, whole // 60 % 60, whole // 3600 % 24, whole // 86400
+        if d:
+            return f"{d}d {h}h {m}m {s}s"
+        if h:
+            return f"{h}h {m}m {s}s"
+        if m:
+            return f"{m}m {s}s"
+        return f"{_g4(value)}s"
+    prefix = ""
+    for p in ("m", "u", "n", "p"):
+        if abs(value) >= 1:
+            break
+        prefix, value = p, value * 1000
+    return f"{_g4(value)}{prefix}s"
+
+
+def _go_value(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def render_template(text: str, value: float, labels: dict[str, str]) -> str:
+    """Expand the template subset the generated annotations use."""
+    text = re.sub(
+        r"\{\{ with \$labels\.(\w+) \}\}(.*?)\{\{ \. \}\}(.*?)\{\{ end \}\}",
+        lambda m: f"{m.group(2)}{labels[m.group(1)]}{m.group(3)}" if labels.get(m.group(1)) else "",
+        text,
+    )
+    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), text)
+    replacements = {
+        "{{ $value | humanizePercentage }}": humanize_percentage(value),
+        "{{ $value | humanizeDuration }}": humanize_duration(value),
+        "{{ $value | humanize1024 }}": humanize1024(value),
+        '{{ printf "%.0f" $value }}': f"{value:.0f}",
+        "{{ $value }}": _go_value(value),
+    }
+    for template, rendered in replacements.items():
+        text = text.replace(template, rendered)
+    if "{{" in text:
+        raise ValueError(f"template not understood by the test generator: {text}")
+    return text
+
+
+# --- series -------------------------------------------------------------------------------------
+
+
+def _sel(metric: str, labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items() if v != "")
+    return f"{metric}{{{inner}}}" if inner else metric
+
+
+def _ramp(per_tick: float, start: float = 0) -> str:
+    return f"{_go_value(start)}+{_go_value(per_tick)}x{LONG}"
+
+
+def _flat(value: float) -> str:
+    return _ramp(0, value)
+
+
+@dataclass
+class World:
+    """Healthy (or idle) series for one profile; scenarios override parts of it."""
+
+    spec: Spec
+    tick_s: int
+    idle: bool = False
+    series: Series = field(default_factory=dict)
+
+    @property
+    def worker(self) -> dict[str, str]:
+        return {
+            "job": self.spec.scrape.api_job,
+            "instance": "127.0.0.1:9100",
+            self.spec.scrape.worker_label: "0",
+        }
+
+    def set(self, metric: str, labels: dict[str, str], values: str) -> None:
+        self.series[_sel(metric, {**self.worker, **labels})] = values
+
+    def drop(self, prefix: str) -> None:
+        for key in [k for k in self.series if k.startswith(prefix)]:
+            del self.series[key]
+
+    def histogram(self, name: str, labels: dict[str, str], counts: dict[int, float]) -> None:
+        """Observations per tick by bucket index (index len(buckets) means above the last)."""
+        self.drop(_sel(f"{name}_bucket", {**self.worker, **labels}).removesuffix("}"))
+        buckets = BY_NAME[name].buckets
+        for j, bound in enumerate((*buckets, math.inf)):
+            cumulative = sum(c for i, c in counts.items() if i <= j)
+            self.set(f"{name}_bucket", {**labels, "le": names.le_string(bound)}, _ramp(cumulative))
+        self.set(f"{name}_count", labels, _ramp(sum(counts.values())))
+
+    def requests(self, ok: float, errors: float, status: str = "500") -> None:
+        sel = {"method": "GET", "route": "/api/v1/status"}
+        self.drop("bookgen_http_requests_total")
+        self.set("bookgen_http_requests_total", {**sel, "status": "200"}, _ramp(ok))
+        self.set("bookgen_http_requests_total", {**sel, "status": status}, _ramp(errors))
+
+    def latency(self, fast: float, slow: float, slow_bound: float) -> None:
+        buckets = BY_NAME["bookgen_http_request_duration_seconds"].buckets
+        counts = {buckets.index(0.05): fast}
+        counts[buckets.index(slow_bound)] = counts.get(buckets.index(slow_bound), 0) + slow
+        self.histogram(
+            "bookgen_http_request_duration_seconds",
+            {"method": "GET", "route": "/api/v1/status"},
+            counts,
+        )
+
+    def llm(self, ok: float, errors: float) -> None:
+        labels = {
+            "gen_ai_operation_name": "chat",
+            "gen_ai_provider_name": "openrouter",
+            "gen_ai_request_model": "bookgen-sim",
+        }
+        self.drop("gen_ai_client_operation_duration_seconds_count")
+        self.set("gen_ai_client_operation_duration_seconds_count", labels, _ramp(ok))
+        self.set(
+            "gen_ai_client_operation_duration_seconds_count",
+            {**labels, "error_type": "server_error"},
+            _ramp(errors),
+        )
+
+    def book_durations(self, per_tick: float, index: int) -> None:
+        self.histogram("bookgen_job_duration_seconds", {"outcome": "completed"}, {index: per_tick})
+
+    def build(self) -> World:
+        busy = 0.0 if self.idle else 1.0
+        self.requests(ok=100 * busy, errors=0)
+        self.latency(fast=100 * busy, slow=0, slow_bound=0.05)
+        self.llm(ok=50 * busy, errors=0)
+        for reason in ("queue_full", "rate_limited", "invalid"):
+            self.set("bookgen_jobs_rejected_total", {"reason": reason}, _flat(0))
+        self.set("bookgen_jobs_finished_total", {"outcome": "completed"}, _ramp(0.05 * busy))
+        self.book_durations(0.05 * busy, self.book_bucket(above=False))
+        self.set("bookgen_jobs_queued", {}, _flat(0))
+        self.set("bookgen_job_queue_capacity", {}, _flat(200))
+        self.set("bookgen_job_oldest_running_age_seconds", {}, _flat(self.book_max / 4 * busy))
+        self.set("bookgen_process_resident_memory_bytes", {}, _flat(100 * 2**20))
+        self.set("up", {}, _flat(1))
+        self.series[_sel("up", {"job": self.spec.scrape.llm_job, "instance": "127.0.0.1:9200"})] = (
+            _flat(1)
+        )
+        return self
+
+    @property
+    def book_max(self) -> float:
+        return float(self.tick_s * self.spec.targets.book_time.max_seconds / 60)
+
+    def book_bucket(self, above: bool) -> int:
+        buckets = BY_NAME[self.spec.targets.book_time.histogram].buckets
+        limit = buckets.index(self.book_max)
+        return limit + 1 if above else limit
+
+
+# --- scenarios ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Firing:
+    ticks: int
+    value: float
+    labels: dict[str, str]
+
+
+def _bad_ratio(world: World, slo: RatioSLO, ratio: float) -> None:
+    ok, bad = 100 * (1 - ratio), 100 * ratio
+    if slo.latency is not None:
+        world.latency(fast=ok, slow=bad, slow_bound=0.3)
+    elif slo.errors is not None and slo.errors.metric.startswith("gen_ai"):
+        world.llm(ok=ok, errors=bad)
+    else:
+        world.requests(ok=ok, errors=bad)
+
+
+def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
+    t = spec.targets
+    w = world.worker
+    if alert.key.startswith("burn_"):
+        slo_name = alert.key.removeprefix("burn_").rsplit("_", 1)[0]
+        slo = spec.slo(slo_name)
+        ratio = 0.9 if alert.severity == "critical" else 2 * slo.error_budget
+        _bad_ratio(world, slo, ratio)
+        ticks = 10 if alert.severity == "critical" else 420
+        return Firing(ticks, ratio, {names.SLO_LABEL: slo_name})
+    if alert.key == "api_latency":
+        world.latency(fast=0, slow=100, slow_bound=0.5)
+        return Firing(10, 0.3 + 0.2 * t.api_latency.quantile, {})
+    if alert.key == "error_rate":
+        world.requests(ok=95, errors=5)
+        return Firing(10, 0.05, {names.SLO_LABEL: t.error_rate.slo})
+    if alert.key == "llm_errors":
+        world.llm(ok=80, errors=20)
+        return Firing(10, 0.2, {names.SLO_LABEL: t.llm_errors.slo})
+    if alert.key == "memory":
+        world.set(t.memory.metric.metric, {}, _flat(3 * 2**30))
+        return Firing(10, 3 * 2**30, w)
+    if alert.key == "memory_leak":
+        step, start, ticks = 8 * 2**20, 2**30, 90
+        world.set(t.memory.metric.metric, {}, _ramp(step, start))
+        horizon_ticks = t.memory.leak.horizon / 60
+        return Firing(ticks, start + step * (ticks + horizon_ticks), w)
+    if alert.key == "throughput":
+        world.set("bookgen_jobs_queued", {}, _flat(5))
+        world.set("bookgen_jobs_finished_total", {"outcome": "completed"}, _flat(0))
+        return Firing(120, 0, {})
+    if alert.key == "book_time":
+        world.book_durations(0.1, world.book_bucket(above=True))
+        buckets = BY_NAME[t.book_time.histogram].buckets
+        low, high = world.book_max, buckets[world.book_bucket(above=True)]
+        return Firing(90, low + (high - low) * t.book_time.quantile, {})
+    if alert.key == "job_stuck":
+        world.set(t.book_time.oldest_running.metric, {}, _ramp(world.tick_s))
+        return Firing(40, 40 * world.tick_s, w)
+    if alert.key == "rejections":
+        world.set("bookgen_jobs_rejected_total", {"reason": "queue_full"}, _ramp(1))
+        world.set("bookgen_jobs_queued", {}, _flat(10))
+        return Firing(10, 5, {})
+    if alert.key == "target_down":
+        world.set("up", {}, _flat(0))
+        return Firing(5, 0, w)
+    if alert.key == "target_absent":
+        world.drop('up{job="' + spec.scrape.api_job + '"')
+        return Firing(5, 1, {"job": spec.scrape.api_job})
+    if alert.key == "watchdog":
+        return Firing(5, 1, {})
+    raise KeyError(f"no promtool scenario for alert {alert.key}")
+
+
+def _exp_alert(spec: Spec, alert: Alert, firing: Firing) -> dict[str, Any]:
+    labels = {**firing.labels, "severity": alert.severity}
+    rendered = {
+        key: render_template(text, firing.value, labels)
+        for key, text in annotations(spec, alert).items()
+    }
+    return {"exp_labels": dict(sorted(labels.items())), "exp_annotations": rendered}
+
+
+def _duration(ticks: float, world: World) -> str:
+    return names.format_duration(round(ticks * world.tick_s))
+
+
+def _test(name: str, world: World, asserts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "interval": names.format_duration(world.tick_s),
+        "input_series": [{"series": k, "values": v} for k, v in sorted(world.series.items())],
+        "alert_rule_test": asserts,
+    }
+
+
+def _silent(all_alerts: list[Alert], spec: Spec, world: World, ticks: int) -> list[dict[str, Any]]:
+    asserts = []
+    for name in sorted({a.name for a in all_alerts}):
+        exp: list[dict[str, Any]] = []
+        if name == names.WATCHDOG:
+            watchdog = next(a for a in all_alerts if a.name == name)
+            exp = [_exp_alert(spec, watchdog, Firing(ticks, 1, {}))]
+        asserts.append({"eval_time": _duration(ticks, world), "alertname": name, "exp_alerts": exp})
+    return asserts
+
+
+def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
+    """A promtool test file for the rules file of a profile (path relative to the test file)."""
+    scale = spec.profile(profile).time_scale
+    tick_s = 60 // scale
+    if tick_s * scale != 60:
+        raise ValueError("time_scale must divide 60 so a tick is a whole number of seconds")
+    everything = alerts(spec, profile)
+
+    def world(idle: bool = False) -> World:
+        return World(spec, tick_s, idle).build()
+
+    tests = [
+        _test(
+            "healthy traffic: only Watchdog fires", world(), _silent(everything, spec, world(), 420)
+        ),
+        _test(
+            "idle system: only Watchdog fires", world(True), _silent(everything, spec, world(), 420)
+        ),
+    ]
+    busy = world()
+    busy.set("bookgen_jobs_queued", {}, _flat(5))
+    tests.append(
+        _test(
+            "jobs waiting and books completing on target: throughput silent",
+            busy,
+            _silent([a for a in everything if a.key == "throughput"], spec, busy, 120),
+        )
+    )
+    full = world()
+    full.set("bookgen_jobs_rejected_total", {"reason": "queue_full"}, _ramp(1))
+    full.set("bookgen_jobs_queued", {}, _flat(200))
+    tests.append(
+        _test(
+            "rejections with the queue at capacity: rejections alert silent",
+            full,
+            _silent([a for a in everything if a.key == "rejections"], spec, full, 10),
+        )
+    )
+    for alert in everything:
+        w = world()
+        firing = _scenario(spec, alert, w)
+        expected = [_exp_alert(spec, alert, firing)]
+        asserts = [
+            {
+                "eval_time": _duration(firing.ticks, w),
+                "alertname": alert.name,
+                "exp_alerts": expected,
+            }
+        ]
+        tests.append(_test(f"{alert.name} ({alert.severity}) fires", w, asserts))
+    return {
+        "rule_files": [rules_file],
+        "evaluation_interval": names.format_duration(tick_s),
+        "tests": tests,
+    }

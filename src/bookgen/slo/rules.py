@@ -1,0 +1,482 @@
+"""Prometheus recording and alerting rules, rendered from the spec for one profile.
+
+Profiles: `default` is the production rule set. `fast` is the same rules with every time horizon
+(rule windows, `for`, the book-time limits, the leak horizon and the throughput period) divided by
+the profile's `time_scale`, for 1 s scrape/evaluation in `bookgen up --fast` and end-to-end tests.
+Recording-rule names keep the default window names (`…rate5m` is computed over 5 s in the fast
+profile) so dashboards and queries work unchanged on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bookgen.slo import conventions as names
+from bookgen.slo.spec import RatioSLO, Spec
+
+
+@dataclass(frozen=True)
+class Alert:
+    key: str
+    name: str
+    severity: str
+    expr: str
+    for_s: int
+    summary: str
+    description: str
+    dashboard: str
+    window_s: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The spec seen through one profile: windows and horizons in that profile's seconds."""
+
+    spec: Spec
+    profile: str
+
+    def s(self, seconds: float) -> int:
+        return self.spec.scaled(seconds, self.profile)
+
+    def w(self, seconds: float) -> str:
+        """A scaled window in PromQL syntax."""
+        return names.format_duration(self.s(seconds))
+
+    def label(self, seconds: float) -> str:
+        """A window as named in rule names (never scaled)."""
+        return names.window_suffix(int(seconds))
+
+
+def _num(value: float) -> str:
+    return repr(float(value)).removesuffix(".0") if float(value).is_integer() else repr(value)
+
+
+# --- recording rules ---------------------------------------------------------------------------
+
+
+def _sli_error_expr(slo: RatioSLO, window: str) -> str:
+    if slo.latency is not None:
+        count = slo.latency.count().promql()
+        good = slo.latency.bucket().promql(f'le="{slo.latency.le}"')
+        return (
+            f"(sum(rate({count}[{window}])) - sum(rate({good}[{window}])))"
+            f"\n/\nsum(rate({count}[{window}]))"
+        )
+    assert slo.errors is not None and slo.total is not None
+    return (
+        f"sum(rate({slo.errors.promql()}[{window}]))\n/\nsum(rate({slo.total.promql()}[{window}]))"
+    )
+
+
+def _sli_rules(ctx: Context) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    spec = ctx.spec
+    for name, slo in sorted(spec.slos.items()):
+        for window in (*spec.windows, spec.period):
+            rules.append(
+                {
+                    "record": names.sli_error_rule(ctx.label(window)),
+                    "expr": _sli_error_expr(slo, ctx.w(window)),
+                    "labels": {names.SLO_LABEL: name},
+                }
+            )
+    return rules
+
+
+def _metadata_rules(ctx: Context) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    period = names.sli_error_rule(ctx.label(ctx.spec.period))
+    for name, slo in sorted(ctx.spec.slos.items()):
+        labels = {names.SLO_LABEL: name}
+        sel = f'{{{names.SLO_LABEL}="{name}"}}'
+        rules += [
+            {
+                "record": names.OBJECTIVE_RULE,
+                "expr": f"vector({_num(slo.objective)})",
+                "labels": labels,
+            },
+            {
+                "record": names.ERROR_BUDGET_RULE,
+                "expr": f"vector({_num(slo.error_budget)})",
+                "labels": labels,
+            },
+            {
+                "record": names.BUDGET_REMAINING_RULE,
+                "expr": f"1 - {period}{sel} / on({names.SLO_LABEL}) {names.ERROR_BUDGET_RULE}{sel}",
+                "labels": labels,
+            },
+        ]
+    return rules
+
+
+def _service_rules(ctx: Context) -> list[dict[str, Any]]:
+    t = ctx.spec.targets
+    latency = ctx.spec.slo(t.api_latency.slo).latency
+    assert latency is not None
+    lat_w, book_w = t.api_latency.window, t.book_time.window
+    total = ctx.spec.slo(t.error_rate.slo).total
+    assert total is not None
+    return [
+        {
+            "record": names.service_rule("http_requests", f"rate{ctx.label(lat_w)}"),
+            "expr": f"sum(rate({total.promql()}[{ctx.w(lat_w)}]))",
+        },
+        {
+            "record": names.service_rule(
+                "http_request_duration_seconds",
+                f"p{round(t.api_latency.quantile * 100)}_{ctx.label(lat_w)}",
+            ),
+            "expr": f"histogram_quantile({_num(t.api_latency.quantile)}, sum by (le) "
+            f"(rate({latency.bucket().promql()}[{ctx.w(lat_w)}])))",
+        },
+        {
+            "record": names.service_rule("jobs_queued", "max"),
+            "expr": f"max({t.throughput.demand.promql()})",
+        },
+        {
+            "record": names.service_rule("job_queue_capacity", "max"),
+            "expr": f"max({t.concurrent_users.capacity.promql()})",
+        },
+        {
+            "record": names.service_rule("jobs_completed", "increase1h"),
+            "expr": f"sum(increase({t.throughput.completed.promql()}[{ctx.w(3600)}]))",
+        },
+        {
+            "record": names.service_rule(
+                "job_duration_seconds", f"p{round(t.book_time.quantile * 100)}_{ctx.label(book_w)}"
+            ),
+            "expr": f"histogram_quantile({_num(t.book_time.quantile)}, sum by (le) "
+            f"(rate({t.book_time.bucket().promql()}[{ctx.w(book_w)}])))",
+        },
+        {
+            "record": names.service_rule("job_oldest_running_age_seconds", "max"),
+            "expr": f"max({t.book_time.oldest_running.promql()})",
+        },
+        {
+            "record": names.service_rule(
+                "jobs_rejected", f"increase{ctx.label(t.concurrent_users.window)}"
+            ),
+            "expr": f"sum(increase({t.concurrent_users.rejected.promql()}"
+            f"[{ctx.w(t.concurrent_users.window)}]))",
+        },
+    ]
+
+
+def recorded_names(spec: Spec) -> set[str]:
+    """Every series name the recording rules define (the same in both profiles)."""
+    ctx = Context(spec, "default")
+    groups = _sli_rules(ctx) + _metadata_rules(ctx) + _service_rules(ctx)
+    return {rule["record"] for rule in groups}
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+
+def _burn_rate_alerts(ctx: Context) -> list[Alert]:
+    spec = ctx.spec
+    alerts = []
+    for name, slo in sorted(spec.slos.items()):
+        budget = slo.error_budget
+        sel = f'{{{names.SLO_LABEL}="{name}"}}'
+        for severity in ("critical", "warning"):
+            pairs = [p for p in spec.burn_rates if p.severity == severity]
+            if not pairs:
+                continue
+            clauses = []
+            for p in pairs:
+                limit = f"({_num(p.factor)} * {_num(budget)})"
+                clauses.append(
+                    f"(\n  {names.sli_error_rule(ctx.label(p.long))}{sel} > {limit}\n"
+                    f"  and\n  {names.sli_error_rule(ctx.label(p.short))}{sel} > {limit}\n)"
+                )
+            how = " or ".join(
+                f"{_num(p.factor)}x over {ctx.w(p.long)} and {ctx.w(p.short)}" for p in pairs
+            )
+            action = "page" if severity == "critical" else "ticket"
+            alerts.append(
+                Alert(
+                    key=f"burn_{name}_{severity}",
+                    name=names.budget_burn_alert(name),
+                    severity=severity,
+                    expr="\nor\n".join(clauses),
+                    for_s=ctx.s(spec.burn_rate_for[severity]),
+                    summary=f"{slo.title}: error budget burning fast enough to {action}.",
+                    description=(
+                        f"{slo.title}: {{{{ $value | humanizePercentage }}}} of {slo.description} "
+                        f"over the long window; the {_pct(budget)} error budget of the "
+                        f"{_pct(slo.objective)} objective burns at {how}."
+                    ),
+                    dashboard="bookgen-slo",
+                    window_s=ctx.s(min(p.short for p in pairs)),
+                )
+            )
+    return alerts
+
+
+def _pct(ratio: float) -> str:
+    return f"{_num(round(ratio * 100, 6))}%"
+
+
+def _threshold_alerts(ctx: Context) -> list[Alert]:
+    spec, t = ctx.spec, ctx.spec.targets
+    lat = spec.slo(t.api_latency.slo).latency
+    assert lat is not None
+    q = round(t.api_latency.quantile * 100)
+    err = spec.slo(t.error_rate.slo)
+    llm = spec.slo(t.llm_errors.slo)
+    mem = t.memory
+    worker = spec.scrape.worker_label
+    book_max = ctx.s(t.book_time.max_seconds)
+    bq = round(t.book_time.quantile * 100)
+    users = t.concurrent_users
+    sli = names.sli_error_rule
+    jobs = f'job=~"{spec.scrape.api_job}|{spec.scrape.llm_job}"'
+    return [
+        Alert(
+            key="api_latency",
+            name=names.alert_name("APILatencyHigh"),
+            severity=t.api_latency.severity,
+            expr=f"{names.service_rule('http_request_duration_seconds', f'p{q}_{ctx.label(t.api_latency.window)}')}"
+            f" > {lat.le}",
+            for_s=ctx.s(t.api_latency.for_),
+            summary=f"API p{q} latency is above the {_ms(lat.bound)} target.",
+            description=f"API p{q} latency over {ctx.w(t.api_latency.window)} is "
+            "{{ $value | humanizeDuration }}; "
+            f"the target is under {_ms(lat.bound)}.",
+            dashboard="bookgen-service",
+            window_s=ctx.s(t.api_latency.window),
+        ),
+        Alert(
+            key="error_rate",
+            name=names.alert_name("APIErrorRateHigh"),
+            severity=t.error_rate.severity,
+            expr=f'{sli(ctx.label(t.error_rate.window))}{{{names.SLO_LABEL}="{t.error_rate.slo}"}}'
+            f" > {_num(err.error_budget)}",
+            for_s=ctx.s(t.error_rate.for_),
+            summary=f"API error ratio is above {_pct(err.error_budget)}.",
+            description=f"API error ratio over {ctx.w(t.error_rate.window)} is "
+            f"{{{{ $value | humanizePercentage }}}} ({err.description}); "
+            f"the target is under {_pct(err.error_budget)}.",
+            dashboard="bookgen-service",
+            window_s=ctx.s(t.error_rate.window),
+        ),
+        Alert(
+            key="llm_errors",
+            name=names.alert_name("LLMErrorsHigh"),
+            severity=t.llm_errors.severity,
+            expr=f'{sli(ctx.label(t.llm_errors.window))}{{{names.SLO_LABEL}="{t.llm_errors.slo}"}}'
+            f" > {_num(llm.error_budget)}",
+            for_s=ctx.s(t.llm_errors.for_),
+            summary=f"LLM provider error ratio is above {_pct(llm.error_budget)}.",
+            description="{{ $value | humanizePercentage }} of LLM call attempts failed over "
+            f"{ctx.w(t.llm_errors.window)}; the objective allows {_pct(llm.error_budget)}.",
+            dashboard="bookgen-jobs-llm",
+            window_s=ctx.s(t.llm_errors.window),
+        ),
+        Alert(
+            key="memory",
+            name=names.alert_name("WorkerMemoryHigh"),
+            severity=mem.severity,
+            expr=f"{mem.metric.promql()} > {mem.max_bytes}",
+            for_s=ctx.s(mem.for_),
+            summary=f"A worker's resident memory is above {_bytes(mem.max_bytes)}.",
+            description=f"Worker {{{{ $labels.{worker} }}}} ({{{{ $labels.instance }}}}) uses "
+            "{{ $value | humanize1024 }}B of resident memory; "
+            f"the limit is {_bytes(mem.max_bytes)} per worker.",
+            dashboard="bookgen-service",
+        ),
+        Alert(
+            key="memory_leak",
+            name=names.alert_name("WorkerMemoryLeak"),
+            severity=mem.leak.severity,
+            expr=f"predict_linear({mem.metric.promql()}[{ctx.w(mem.leak.window)}], "
+            f"{ctx.s(mem.leak.horizon)}) > {mem.max_bytes}",
+            for_s=ctx.s(mem.leak.for_),
+            summary=f"A worker's memory grows towards {_bytes(mem.max_bytes)}.",
+            description=f"Worker {{{{ $labels.{worker} }}}} ({{{{ $labels.instance }}}}) "
+            f"is on course for {{{{ $value | humanize1024 }}}}B within "
+            f"{ctx.w(mem.leak.horizon)} (trend over {ctx.w(mem.leak.window)}); "
+            f"the limit is {_bytes(mem.max_bytes)}.",
+            dashboard="bookgen-service",
+            window_s=ctx.s(mem.leak.window),
+        ),
+        Alert(
+            key="throughput",
+            name=names.alert_name("ThroughputLow"),
+            severity=t.throughput.severity,
+            expr=f"{names.service_rule('jobs_completed', 'increase1h')} < {_num(t.throughput.min_per_hour)}\n"
+            f"and on()\nmin_over_time({names.service_rule('jobs_queued', 'max')}[{ctx.w(3600)}]) > 0",
+            for_s=ctx.s(t.throughput.for_),
+            summary="Fewer books complete than the target while jobs are waiting.",
+            description='{{ printf "%.0f" $value }} books completed in the last '
+            f"{ctx.w(3600)} while jobs waited all that time; the target is at least "
+            f"{_num(t.throughput.min_per_hour)} per {ctx.w(3600)}.",
+            dashboard="bookgen-jobs-llm",
+            window_s=ctx.s(3600),
+        ),
+        Alert(
+            key="book_time",
+            name=names.alert_name("BookDurationHigh"),
+            severity=t.book_time.severity,
+            expr=f"{names.service_rule('job_duration_seconds', f'p{bq}_{ctx.label(t.book_time.window)}')}"
+            f" > {book_max}",
+            for_s=ctx.s(t.book_time.for_),
+            summary=f"Books take longer than {names.format_duration(book_max)} (p{bq}).",
+            description=f"p{bq} time from submission to a completed book over "
+            f"{ctx.w(t.book_time.window)} is {{{{ $value | humanizeDuration }}}}; the target is "
+            f"under {names.format_duration(book_max)}.",
+            dashboard="bookgen-jobs-llm",
+            window_s=ctx.s(t.book_time.window),
+        ),
+        Alert(
+            key="job_stuck",
+            name=names.alert_name("JobRunningTooLong"),
+            severity=t.book_time.severity,
+            expr=f"{t.book_time.oldest_running.promql()} > {book_max}",
+            for_s=ctx.s(t.book_time.oldest_for),
+            summary=f"A job has been running for more than {names.format_duration(book_max)}.",
+            description=f"Worker {{{{ $labels.{worker} }}}} ({{{{ $labels.instance }}}}) runs a job "
+            "submitted {{ $value | humanizeDuration }} ago; "
+            f"a book should take under {names.format_duration(book_max)}.",
+            dashboard="bookgen-jobs-llm",
+        ),
+        Alert(
+            key="rejections",
+            name=names.alert_name("RejectionsUnderCapacity"),
+            severity=users.severity,
+            expr=f"{names.service_rule('jobs_rejected', f'increase{ctx.label(users.window)}')} > 0\n"
+            f"and on()\nmax_over_time({names.service_rule('jobs_queued', 'max')}"
+            f"[{ctx.w(users.window)}])\n< on() {names.service_rule('job_queue_capacity', 'max')}",
+            for_s=ctx.s(users.for_),
+            summary="Submissions are refused while the queue has room.",
+            description='{{ printf "%.0f" $value }} submissions were refused '
+            f"(queue full or rate limited) in {ctx.w(users.window)} while the queue stayed below "
+            f"its capacity; at least {users.min_users} concurrent users must be served.",
+            dashboard="bookgen-jobs-llm",
+            window_s=ctx.s(users.window),
+        ),
+        Alert(
+            key="target_down",
+            name=names.alert_name("TargetDown"),
+            severity=t.target_down.severity,
+            expr=f"up{{{jobs}}} == 0",
+            for_s=ctx.s(t.target_down.for_),
+            summary="A BookGen scrape target is down.",
+            description="Prometheus cannot scrape {{ $labels.job }} target {{ $labels.instance }}"
+            f"{{{{ with $labels.{worker} }}}} (worker {{{{ . }}}}){{{{ end }}}}; up = {{{{ $value }}}}.",
+            dashboard="bookgen-overview",
+        ),
+        Alert(
+            key="target_absent",
+            name=names.alert_name("TargetAbsent"),
+            severity=t.target_down.severity,
+            expr=f'absent(up{{job="{spec.scrape.api_job}"}})',
+            for_s=ctx.s(t.target_down.for_),
+            summary="Prometheus has no BookGen API target at all.",
+            description=f'No up{{job="{spec.scrape.api_job}"}} series exists '
+            "(value {{ $value }}): the API is not being scraped.",
+            dashboard="bookgen-overview",
+        ),
+        Alert(
+            key="watchdog",
+            name=names.WATCHDOG,
+            severity="info",
+            expr="vector(1)",
+            for_s=0,
+            summary="Always firing: proves rules, Alertmanager and receivers work end to end.",
+            description="This alert fires all the time (value {{ $value }}); "
+            "if it stops arriving, the alerting pipeline is broken.",
+            dashboard="bookgen-alerts",
+        ),
+    ]
+
+
+def _ms(seconds: float) -> str:
+    return f"{_num(round(seconds * 1000, 6))} ms"
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count % size == 0:
+            return f"{count // size} {unit}"
+    return f"{count} B"
+
+
+def alerts(spec: Spec, profile: str = "default") -> list[Alert]:
+    ctx = Context(spec, profile)
+    return _burn_rate_alerts(ctx) + _threshold_alerts(ctx)
+
+
+def runbook_url(spec: Spec, alertname: str) -> str:
+    return f"{spec.links.runbook}#{names.anchor(alertname)}"
+
+
+def dashboard_url(spec: Spec, uid: str) -> str:
+    return f"{spec.links.grafana}/d/{uid}"
+
+
+def _alert_rule(spec: Spec, alert: Alert) -> dict[str, Any]:
+    rule: dict[str, Any] = {"alert": alert.name, "expr": alert.expr}
+    if alert.for_s:
+        rule["for"] = names.format_duration(alert.for_s)
+    rule["labels"] = {**alert.labels, "severity": alert.severity}
+    rule["annotations"] = annotations(spec, alert)
+    return rule
+
+
+def annotations(spec: Spec, alert: Alert) -> dict[str, str]:
+    """The one transform that adds links: runbook anchor and dashboard."""
+    return {
+        "summary": alert.summary,
+        "description": alert.description,
+        "runbook_url": runbook_url(spec, alert.name),
+        "dashboard_url": dashboard_url(spec, alert.dashboard),
+    }
+
+
+def render(spec: Spec, profile: str = "default") -> dict[str, Any]:
+    """The rules file for a profile (`default` or `fast`) as a dict."""
+    spec.profile(profile)
+    ctx = Context(spec, profile)
+    interval = names.format_duration(spec.profile(profile).evaluation_interval)
+    return {
+        "groups": [
+            {"name": "bookgen-slo-sli", "interval": interval, "rules": _sli_rules(ctx)},
+            {"name": "bookgen-slo-meta", "interval": interval, "rules": _metadata_rules(ctx)},
+            {"name": "bookgen-service", "interval": interval, "rules": _service_rules(ctx)},
+            {
+                "name": "bookgen-alerts",
+                "interval": interval,
+                "rules": [_alert_rule(spec, a) for a in alerts(spec, profile)],
+            },
+        ]
+    }
+
+
+def fast_profile_table(spec: Spec) -> dict[str, Any]:
+    """Per-alert `for` and detection bound in the fast profile, for the end-to-end tests."""
+    p = spec.profile("fast")
+    pipeline = p.scrape_interval + p.evaluation_interval + p.group_wait
+    rows = [
+        {
+            "alert": a.name,
+            "severity": a.severity,
+            "for_s": a.for_s,
+            "window_s": a.window_s,
+            "bound_s": 2 * (a.for_s + pipeline),
+        }
+        for a in alerts(spec, "fast")
+    ]
+    return {
+        "_comment": names.HEADER,
+        "profile": "fast",
+        "time_scale": p.time_scale,
+        "scrape_interval_s": p.scrape_interval,
+        "evaluation_interval_s": p.evaluation_interval,
+        "group_wait_s": p.group_wait,
+        "group_interval_s": p.group_interval,
+        "bound_formula": "2 * (for_s + scrape_interval_s + evaluation_interval_s + group_wait_s)",
+        "alerts": sorted(rows, key=lambda r: (r["alert"], r["severity"])),
+    }

@@ -1,0 +1,237 @@
+"""alerts/RUNBOOK.md: one section per alert with what it means, likely causes and first steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bookgen.slo import conventions as names
+from bookgen.slo.rules import Alert, alerts, dashboard_url
+from bookgen.slo.spec import Spec
+
+
+@dataclass(frozen=True)
+class Entry:
+    meaning: str
+    causes: tuple[str, ...]
+    steps: tuple[str, ...]
+
+
+_BURN = Entry(
+    meaning="The SLO's error budget for the period is being spent faster than it can last: "
+    "the error ratio is above factor x budget over both windows of a pair (SRE workbook "
+    "multiwindow, multi-burn-rate alerting). Critical pages, warning files a ticket.",
+    causes=(
+        "A deploy or configuration change that made requests fail or slow down.",
+        "The LLM provider failing, throttling (429) or slowing down, so jobs and routes back up.",
+        "A worker restarting in a loop, or the store (database) being slow or locked.",
+    ),
+    steps=(
+        "Open the error-budget dashboard: which windows burn, since when, and how fast.",
+        "Critical (page) means the budget goes in hours: roll back the last change first.",
+        "Warning (ticket) means a slow, steady burn: find the routes or models responsible "
+        "on the service and jobs dashboards and file the fix.",
+    ),
+)
+
+ENTRIES: dict[str, Entry] = {
+    "api_latency": Entry(
+        meaning="The API's p95 request latency over the window is above the latency target.",
+        causes=(
+            "CPU saturation: too few workers for the load, or generation work on the event loop.",
+            "Blocking I/O inside async handlers; a slow or locked database.",
+            "Large downloads or list responses.",
+        ),
+        steps=(
+            "Service dashboard: p95 by route shows which route is slow.",
+            "Check CPU per worker and event-loop lag; add workers if CPU is saturated.",
+            "Look for slow queries and recent changes to the slow route.",
+        ),
+    ),
+    "error_rate": Entry(
+        meaning="The share of API requests that failed for the client is above the error-rate target.",
+        causes=(
+            "5xx from a bug or an unavailable dependency (database, disk).",
+            "429 from the rate limiter or a full queue under normal demand.",
+        ),
+        steps=(
+            "Service dashboard: requests by status and route show what fails.",
+            "Read the worker logs around the start of the errors (they carry the trace id).",
+            "If 429s dominate, see BookGenRejectionsUnderCapacity.",
+        ),
+    ),
+    "llm_errors": Entry(
+        meaning="Too many LLM call attempts fail; jobs slow down through retries or fail.",
+        causes=(
+            "The provider is down, rate limiting (429) or timing out.",
+            "A wrong API key, model name or base URL (4xx on every call).",
+        ),
+        steps=(
+            "Jobs & LLM dashboard: retries by reason and calls by model.",
+            "Check the provider's status page and the configured model and key.",
+            "With the simulated model, check its admin config for injected faults.",
+        ),
+    ),
+    "memory": Entry(
+        meaning="A worker process's resident memory is above the per-worker limit; it may be OOM-killed.",
+        causes=(
+            "A memory leak (caches, retained responses, job state never freed).",
+            "Too many concurrent jobs or chapters in one worker.",
+            "A fault-injection memory balloon left on.",
+        ),
+        steps=(
+            "Service dashboard: RSS per worker; is it one worker or all of them?",
+            "Restart the affected worker if it is near the limit; jobs resume from the store.",
+            "Profile with scripts/profile_memory.py and lower job concurrency meanwhile.",
+        ),
+    ),
+    "memory_leak": Entry(
+        meaning="A linear trend of a worker's memory crosses the limit within the horizon.",
+        causes=(
+            "Steady growth of resident memory: a leak, or unbounded caches.",
+            "A long burst of concurrent jobs (growth that will level off).",
+        ),
+        steps=(
+            "Compare the RSS slope with the job rate: growth without more jobs is a leak.",
+            "Take tracemalloc snapshots with scripts/profile_memory.py.",
+            "Plan a rolling restart before the predicted crossing if the trend holds.",
+        ),
+    ),
+    "throughput": Entry(
+        meaning="Jobs waited during the whole throughput period, yet fewer books than the target completed.",
+        causes=(
+            "Workers paused, stuck or crashed while jobs wait in the queue.",
+            "The LLM provider slowed down or is failing, so jobs retry.",
+            "Job concurrency too low for the demand.",
+        ),
+        steps=(
+            "Jobs & LLM dashboard: queued vs running, oldest running job, LLM errors.",
+            "Check that workers claim jobs (running > 0) and that leases are renewed.",
+            "Scale workers or raise job concurrency if everything is healthy but slow.",
+        ),
+    ),
+    "book_time": Entry(
+        meaning="The p95 time from submission to a completed book is above the book-time target.",
+        causes=(
+            "A slow LLM (tokens per second) or many length-fix passes per chapter.",
+            "Jobs waiting long in the queue before a worker claims them.",
+        ),
+        steps=(
+            "Jobs & LLM dashboard: LLM duration, length-fix passes and queue depth.",
+            "Split queue time from run time: a long queue needs capacity, a long run a faster "
+            "model or fewer retries.",
+        ),
+    ),
+    "job_stuck": Entry(
+        meaning="A running job is older than the book-time target: it is stuck or far too slow.",
+        causes=(
+            "A job hung on an LLM call that never returns (stall without timeout).",
+            "A paused worker, or a lease that is never released.",
+        ),
+        steps=(
+            "Find the job on the named worker (status route, logs with its job id and trace).",
+            "Cancel or resume it; restart the worker if the event loop is blocked.",
+            "Check the LLM client timeout and the fault-injection settings.",
+        ),
+    ),
+    "rejections": Entry(
+        meaning="Submissions were refused (queue full or rate limited) although the queue never reached its capacity.",
+        causes=(
+            "The rate limit is too low for the number of concurrent users.",
+            "A capacity miscount: the queue figure and the admission check disagree.",
+        ),
+        steps=(
+            "Jobs & LLM dashboard: refused submissions by reason, queue vs capacity.",
+            "rate_limited: raise BOOKGEN_RATE_LIMIT or key it per client, not per proxy.",
+            "queue_full below capacity: compare the store's pending count with the gauge.",
+        ),
+    ),
+    "target_down": Entry(
+        meaning="Prometheus cannot scrape an API worker or the model process.",
+        causes=(
+            "A worker process crashed or was killed (OOM), or the model process is down.",
+            "The metrics port is not bound (BOOKGEN_METRICS_PORT_BASE) or scraping times out.",
+        ),
+        steps=(
+            "`bookgen status` and the Prometheus targets page: which target, which error.",
+            "Read the worker's last log lines; restart it.",
+            "Other alerts are inhibited while a target is down: re-check them afterwards.",
+        ),
+    ),
+    "target_absent": Entry(
+        meaning="Prometheus has no API scrape target at all, so every other alert is blind.",
+        causes=(
+            "Prometheus has no scrape job for the API (wrong config or file_sd).",
+            "The whole service is down.",
+        ),
+        steps=(
+            "Check the Prometheus config and its targets page for the API job.",
+            "Start the service (`bookgen up` locally) and watch up become 1.",
+        ),
+    ),
+    "watchdog": Entry(
+        meaning="Always firing, by design: a heartbeat of the whole alerting pipeline.",
+        causes=("This alert is meant to fire always.",),
+        steps=(
+            "If it stops arriving, Prometheus, rule evaluation, Alertmanager or the receiver "
+            "is broken: check each in that order.",
+        ),
+    ),
+}
+
+
+def _entry(alert: Alert) -> Entry:
+    return _BURN if alert.key.startswith("burn_") else ENTRIES[alert.key]
+
+
+def _slo_note(spec: Spec, alert: Alert) -> str:
+    if not alert.key.startswith("burn_"):
+        return ""
+    name = alert.key.removeprefix("burn_").rsplit("_", 1)[0]
+    slo = spec.slo(name)
+    return (
+        f" Here: {slo.title}, objective {slo.objective * 100:g}% over "
+        f"{names.format_duration(spec.period)}; errors are {slo.description}."
+    )
+
+
+def render(spec: Spec) -> str:
+    by_name: dict[str, list[Alert]] = {}
+    for alert in alerts(spec):
+        by_name.setdefault(alert.name, []).append(alert)
+    lines = [
+        f"<!-- {names.HEADER} -->",
+        "# BookGen alert runbook",
+        "",
+        "One section per alert: what it means, likely causes, first steps. Every alert's "
+        "`runbook_url` points at its section. Thresholds and windows are those of the default "
+        "profile; the fast profile divides every time horizon by "
+        f"{spec.profile('fast').time_scale} (see `alerts/fast-profile.json`).",
+        "",
+    ]
+    for name in sorted(by_name):
+        group = by_name[name]
+        entry = _entry(group[0])
+        lines += [f"## {name}", ""]
+        for alert in group:
+            for_ = names.format_duration(alert.for_s)
+            lines += [
+                f"- **Severity** `{alert.severity}`, **for** `{for_}`: {alert.summary}",
+                "",
+                "  ```promql",
+                *(f"  {line}" for line in alert.expr.splitlines()),
+                "  ```",
+                "",
+            ]
+        lines += [
+            f"**Meaning.** {entry.meaning}{_slo_note(spec, group[0])}",
+            "",
+            f"**Dashboard.** {dashboard_url(spec, group[0].dashboard)}",
+            "",
+            "**Likely causes.**",
+            *(f"- {c}" for c in entry.causes),
+            "",
+            "**First steps.**",
+            *(f"{i}. {s}" for i, s in enumerate(entry.steps, 1)),
+            "",
+        ]
+    return "\n".join(lines)

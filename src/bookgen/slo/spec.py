@@ -1,0 +1,391 @@
+"""The SLO spec (slo.yaml) as a validated model: every target number has its home here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bookgen.instrumentation.catalogue import BY_NAME, MetricSpec, family_of
+from bookgen.slo import conventions as names
+
+DEFAULT_PATH = Path("slo.yaml")
+
+
+class SpecError(ValueError):
+    """slo.yaml is missing, unreadable or invalid; the message lists every problem."""
+
+
+def _duration(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration string like 30s, 5m, 1h, 1d")
+    return names.parse_duration(value)
+
+
+Duration = Annotated[int, BeforeValidator(_duration)]
+Severity = Literal["critical", "warning", "info"]
+
+_SELECTOR_RE = re.compile(r"^(?P<metric>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<matchers>.*)\})?$")
+_MATCHER_RE = re.compile(
+    r'^\s*(?P<label>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>[^"]*)"\s*$'
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Selector(Strict):
+    """A catalogued series with optional label matchers, e.g. `x_total{status=~"5.."}`."""
+
+    metric: str
+    matchers: tuple[tuple[str, str, str], ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        match = _SELECTOR_RE.match(value.strip())
+        if match is None:
+            raise ValueError(f'{value!r} is not a selector like metric{{label="value"}}')
+        matchers = []
+        for part in filter(None, (match.group("matchers") or "").split(",")):
+            m = _MATCHER_RE.match(part)
+            if m is None:
+                raise ValueError(f'{part!r} in {value!r} is not a matcher like label="value"')
+            matchers.append((m.group("label"), m.group("op"), m.group("value")))
+        return {"metric": match.group("metric"), "matchers": tuple(matchers)}
+
+    @model_validator(mode="after")
+    def _known(self) -> Selector:
+        family = family_of(self.metric)
+        if family is None:
+            raise ValueError(
+                f"unknown metric {self.metric!r}: not in bookgen.instrumentation.catalogue"
+            )
+        allowed = set(family.labels) | set(names.TARGET_LABELS)
+        if self.metric.endswith("_bucket"):
+            allowed.add("le")
+        for label, _, _ in self.matchers:
+            if label not in allowed:
+                raise ValueError(f"{self.metric} has no label {label!r}; it has {sorted(allowed)}")
+        return self
+
+    @property
+    def family(self) -> MetricSpec:
+        family = family_of(self.metric)
+        assert family is not None
+        return family
+
+    def promql(self, *extra: str) -> str:
+        parts = [f'{label}{op}"{value}"' for label, op, value in self.matchers] + list(extra)
+        return f"{self.metric}{{{','.join(parts)}}}" if parts else self.metric
+
+
+def _histogram(name: str) -> MetricSpec:
+    spec = BY_NAME.get(name)
+    if spec is None:
+        raise ValueError(f"unknown metric {name!r}: not in bookgen.instrumentation.catalogue")
+    if spec.type != "histogram":
+        raise ValueError(f"{name} is a {spec.type}, not a histogram")
+    return spec
+
+
+def _bucket(histogram: str, le: str) -> str:
+    spec = _histogram(histogram)
+    bounds = [names.le_string(b) for b in spec.buckets]
+    if le not in bounds:
+        raise ValueError(
+            f'le "{le}" is not a bucket of {histogram} (le is matched as a string); '
+            f"its buckets are {', '.join(bounds)}"
+        )
+    return le
+
+
+class LatencySLI(Strict):
+    """Good events are requests within a histogram bucket bound: `_bucket{le}` over `_count`."""
+
+    histogram: str
+    le: StrictStr
+    matchers: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _real_bucket(self) -> LatencySLI:
+        _bucket(self.histogram, self.le)
+        for matcher in self.matchers:
+            Selector.model_validate(f"{self.histogram}_count{{{matcher}}}")
+        return self
+
+    @property
+    def bound(self) -> float:
+        return float(self.le)
+
+    def bucket(self) -> Selector:
+        return Selector.model_validate(f"{self.histogram}_bucket{{{','.join(self.matchers)}}}")
+
+    def count(self) -> Selector:
+        return Selector.model_validate(f"{self.histogram}_count{{{','.join(self.matchers)}}}")
+
+
+class RatioSLO(Strict):
+    """A ratio objective over the SLO period: recording rules per window + burn-rate alerts."""
+
+    title: str
+    description: str
+    objective: float = Field(gt=0, lt=1)
+    errors: Selector | None = None
+    total: Selector | None = None
+    latency: LatencySLI | None = None
+
+    @model_validator(mode="after")
+    def _one_sli(self) -> RatioSLO:
+        ratio = self.errors is not None and self.total is not None
+        if ratio == (self.latency is not None) or (self.errors is None) != (self.total is None):
+            raise ValueError("give either `errors` and `total` selectors, or `latency`")
+        for sel in (self.errors, self.total):
+            if sel is not None and sel.family.type not in ("counter", "histogram"):
+                raise ValueError(f"{sel.metric} is a {sel.family.type}; an SLI needs counters")
+        return self
+
+    @property
+    def error_budget(self) -> float:
+        return round(1 - self.objective, 10)
+
+
+class BurnRate(Strict):
+    severity: Literal["critical", "warning"]
+    long: Duration
+    short: Duration
+    factor: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _short_first(self) -> BurnRate:
+        if not 0 < self.short < self.long:
+            raise ValueError("a burn-rate pair needs 0 < short window < long window")
+        return self
+
+
+class Profile(Strict):
+    time_scale: int = Field(ge=1, description="every time horizon is divided by this")
+    scrape_interval: Duration
+    evaluation_interval: Duration
+    group_wait: Duration
+    group_interval: Duration
+    repeat_interval: Duration
+
+
+class Profiles(Strict):
+    default: Profile
+    fast: Profile
+
+
+class Links(Strict):
+    runbook: str
+    grafana: str
+
+
+class Scrape(Strict):
+    api_job: str
+    llm_job: str
+    worker_label: str
+
+
+class Threshold(Strict):
+    """Common fields of a threshold alert."""
+
+    severity: Severity = "warning"
+    for_: Duration = Field(alias="for")
+
+
+class APILatencyTarget(Threshold):
+    slo: str
+    quantile: float = Field(gt=0, lt=1)
+    window: Duration
+
+
+class RatioTarget(Threshold):
+    """Alert when an SLO's error ratio over `window` exceeds its error budget."""
+
+    slo: str
+    window: Duration
+
+
+class LeakWatch(Threshold):
+    window: Duration
+    horizon: Duration
+
+
+class MemoryTarget(Threshold):
+    metric: Selector
+    max_bytes: int = Field(gt=0)
+    leak: LeakWatch
+
+
+class ThroughputTarget(Threshold):
+    completed: Selector
+    demand: Selector
+    min_per_hour: float = Field(gt=0)
+
+
+class BookTimeTarget(Threshold):
+    histogram: str
+    matchers: tuple[str, ...] = ()
+    max_seconds: float = Field(gt=0)
+    quantile: float = Field(gt=0, lt=1)
+    window: Duration
+    oldest_running: Selector
+    oldest_for: Duration
+
+    @model_validator(mode="after")
+    def _real_bucket(self) -> BookTimeTarget:
+        _bucket(self.histogram, names.le_string(self.max_seconds))
+        for matcher in self.matchers:
+            Selector.model_validate(f"{self.histogram}_count{{{matcher}}}")
+        return self
+
+    def bucket(self) -> Selector:
+        return Selector.model_validate(f"{self.histogram}_bucket{{{','.join(self.matchers)}}}")
+
+
+class UsersTarget(Threshold):
+    min_users: int = Field(ge=1)
+    rejected: Selector
+    queued: Selector
+    capacity: Selector
+    window: Duration
+
+
+class TargetsDown(Threshold):
+    pass
+
+
+class Targets(Strict):
+    api_latency: APILatencyTarget
+    error_rate: RatioTarget
+    memory: MemoryTarget
+    throughput: ThroughputTarget
+    book_time: BookTimeTarget
+    concurrent_users: UsersTarget
+    llm_errors: RatioTarget
+    target_down: TargetsDown
+
+
+class LoadTest(Strict):
+    route_groups: tuple[str, ...]
+    min_rps: float = Field(gt=0)
+
+
+class Spec(Strict):
+    service: str
+    period: Duration
+    scrape: Scrape
+    links: Links
+    windows: tuple[Duration, ...]
+    burn_rates: tuple[BurnRate, ...]
+    burn_rate_for: dict[Literal["critical", "warning"], Duration]
+    profiles: Profiles
+    slos: dict[str, RatioSLO]
+    targets: Targets
+    load_test: LoadTest
+
+    @field_validator("slos")
+    @classmethod
+    def _slo_names(cls, value: dict[str, RatioSLO]) -> dict[str, RatioSLO]:
+        for key in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
+                raise ValueError(f"SLO name {key!r} must be snake_case")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        problems: list[str] = []
+        windows = set(self.windows)
+        if len(windows) != len(self.windows) or list(self.windows) != sorted(self.windows):
+            problems.append("windows must be ascending and distinct")
+        for pair in self.burn_rates:
+            for w in (pair.long, pair.short):
+                if w not in windows:
+                    problems.append(f"burn-rate window {names.format_duration(w)} not in windows")
+        for severity in {pair.severity for pair in self.burn_rates}:
+            if severity not in self.burn_rate_for:
+                problems.append(f"burn_rate_for has no `for` for severity {severity}")
+        for key in ("api_latency", "error_rate", "llm_errors"):
+            if getattr(self.targets, key).window not in windows:
+                problems.append(f"targets.{key}.window is not one of windows")
+        if self.windows and max(self.windows) > self.period:
+            problems.append("a window is longer than the SLO period")
+        for key in ("api_latency", "error_rate", "llm_errors"):
+            slo = getattr(self.targets, key).slo
+            if slo not in self.slos:
+                problems.append(f"targets.{key}.slo: no SLO named {slo!r}")
+        if self.targets.api_latency.slo in self.slos and (
+            self.slos[self.targets.api_latency.slo].latency is None
+        ):
+            problems.append("targets.api_latency.slo must name a latency SLO")
+        for pname in names.PROFILES:
+            floor = 4 * self.profile(pname).scrape_interval
+            for w in self.windows:
+                if self.scaled(w, pname) < floor:
+                    problems.append(
+                        f"window {names.format_duration(w)} shrinks below 4 scrape intervals "
+                        f"in profile {pname}"
+                    )
+            if self.scaled(self.targets.book_time.max_seconds, pname) not in [
+                float(b) for b in _histogram(self.targets.book_time.histogram).buckets
+            ]:
+                problems.append(f"book_time.max_seconds scaled for {pname} is not a bucket")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def scaled(self, seconds: float, profile: str) -> int:
+        """A time horizon in whole seconds for a profile (never below 1 s unless it is 0)."""
+        if seconds == 0:
+            return 0
+        return max(1, round(seconds / self.profile(profile).time_scale))
+
+    def profile(self, name: str) -> Profile:
+        if name not in names.PROFILES:
+            raise ValueError(f"unknown profile {name!r}; use one of {list(names.PROFILES)}")
+        profile: Profile = getattr(self.profiles, name)
+        return profile
+
+    def slo(self, name: str) -> RatioSLO:
+        return self.slos[name]
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
+    return "slo.yaml is invalid:\n" + "\n".join(lines)
+
+
+def parse_spec(data: object) -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(_format_errors(error)) from None
+
+
+def load_spec(path: Path = DEFAULT_PATH) -> Spec:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise SpecError(f"cannot read {path}: {error}") from None
+    return parse_spec(data)

@@ -1,0 +1,113 @@
+"""Ports for the local stack: configured ones are checked, the rest are picked free on 127.0.0.1."""
+
+from __future__ import annotations
+
+import random
+import socket
+from dataclasses import dataclass
+
+HOST = "127.0.0.1"
+_ATTEMPTS = 200
+
+
+class PortError(RuntimeError):
+    """A configured port is taken, or no free port could be found."""
+
+
+def is_free(port: int, host: str = HOST) -> bool:
+    """Whether a TCP listener could bind `host:port` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = HOST) -> int:
+    """A port the kernel says is free now (a race remains until the user binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def free_range(count: int, host: str = HOST, exclude: frozenset[int] = frozenset()) -> int:
+    """The first of `count` consecutive free ports (per-worker metrics ports are base + index)."""
+    rng = random.Random()
+    for _ in range(_ATTEMPTS):
+        base = rng.randrange(20_000, 60_000 - count)
+        candidates = range(base, base + count)
+        if not exclude.intersection(candidates) and all(is_free(p, host) for p in candidates):
+            return base
+    raise PortError(f"no {count} consecutive free ports found on {host}")
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    api: int
+    sim: int
+    prometheus: int
+    alertmanager: int
+    receiver: int
+    metrics_base: int
+    workers: int
+
+    @property
+    def metrics(self) -> tuple[int, ...]:
+        return tuple(self.metrics_base + i for i in range(self.workers))
+
+    def all(self) -> tuple[int, ...]:
+        return (
+            self.api,
+            self.sim,
+            self.prometheus,
+            self.alertmanager,
+            self.receiver,
+            *self.metrics,
+        )
+
+
+def allocate(
+    workers: int,
+    *,
+    api: int | None = None,
+    sim: int | None = None,
+    prometheus: int | None = None,
+    alertmanager: int | None = None,
+    receiver: int | None = None,
+    metrics_base: int | None = None,
+) -> Ports:
+    """Configured ports must be free; the others are chosen free and distinct."""
+    configured = {
+        "api": api,
+        "sim": sim,
+        "prometheus": prometheus,
+        "alertmanager": alertmanager,
+        "receiver": receiver,
+    }
+    taken: set[int] = set()
+    chosen: dict[str, int] = {}
+    for name, port in configured.items():
+        if port is not None:
+            if port in taken or not is_free(port):
+                raise PortError(f"{name} port {HOST}:{port} is already in use")
+            chosen[name] = port
+            taken.add(port)
+    if metrics_base is not None:
+        wanted = range(metrics_base, metrics_base + workers)
+        busy = [p for p in wanted if p in taken or not is_free(p)]
+        if busy:
+            raise PortError(f"worker metrics ports {busy} are already in use")
+    else:
+        metrics_base = free_range(workers, exclude=frozenset(taken))
+    taken.update(range(metrics_base, metrics_base + workers))
+    for name in configured:
+        if name not in chosen:
+            port = free_port()
+            for _ in range(_ATTEMPTS):
+                if port not in taken:
+                    break
+                port = free_port()
+            chosen[name] = port
+            taken.add(port)
+    return Ports(metrics_base=metrics_base, workers=workers, **chosen)

@@ -1,0 +1,103 @@
+"""The alert profile a stack runs: rules, Alertmanager config and timings from slo.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import bookgen
+from bookgen.stack.prometheus import Intervals, seconds
+
+PROFILES = ("fast", "default")
+
+
+def repo_root() -> Path:
+    """Where slo.yaml and alerts/ live: `BOOKGEN_ROOT`, the working directory, or the checkout."""
+    env = os.environ.get("BOOKGEN_ROOT")
+    candidates = [Path(env)] if env else []
+    candidates += [Path.cwd(), Path(bookgen.__file__).resolve().parents[2]]
+    for root in candidates:
+        if (root / "slo.yaml").is_file():
+            return root
+    raise FileNotFoundError(
+        "slo.yaml not found (looked in BOOKGEN_ROOT, the working directory and the checkout); "
+        "run from the BookGen repository or set BOOKGEN_ROOT"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AlertProfile:
+    name: str
+    intervals: Intervals
+    group_wait_s: float
+    # alertname -> its `for` in seconds, as rendered for this profile.
+    alert_for_s: Mapping[str, float] = field(default_factory=dict)
+
+    def detection_bound_s(self, alertname: str) -> float:
+        """2 x (for + scrape interval + evaluation interval + group_wait): the e2e bound."""
+        return 2 * (
+            self.alert_for_s[alertname]
+            + seconds(self.intervals.scrape)
+            + seconds(self.intervals.evaluation)
+            + self.group_wait_s
+        )
+
+
+def load_spec() -> Any:
+    from bookgen.slo.spec import load_spec as load
+
+    return load(repo_root() / "slo.yaml")
+
+
+def rules_text(name: str) -> str:
+    """The Prometheus rules for profile `name`, rendered from slo.yaml now (never a stale copy)."""
+    from bookgen.slo import rules
+
+    rendered: Any = rules.render(load_spec(), name)
+    if isinstance(rendered, str):
+        return rendered
+    return str(yaml.safe_dump(rendered, sort_keys=False))
+
+
+def alertmanager_config(webhook_url: str, name: str) -> dict[str, Any]:
+    """Alertmanager config posting to `webhook_url`, with the profile's grouping timings."""
+    from bookgen.slo import alertmanager
+
+    config: dict[str, Any] = alertmanager.render(load_spec(), webhook_url, name)
+    return config
+
+
+def load(name: str, rules: str | None = None) -> AlertProfile:
+    """Timings of profile `name` from slo.yaml and each alert's `for` from its rendered rules."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; expected one of {PROFILES}")
+    timings = load_spec().profile(name)
+    groups = yaml.safe_load(rules if rules is not None else rules_text(name))["groups"]
+    alert_for = {
+        rule["alert"]: seconds(rule.get("for", "0s"))
+        for group in groups
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    return AlertProfile(
+        name=name,
+        intervals=Intervals(
+            scrape=f"{timings.scrape_interval}s", evaluation=f"{timings.evaluation_interval}s"
+        ),
+        group_wait_s=float(timings.group_wait),
+        alert_for_s=alert_for,
+    )
+
+
+def fast_profile_data() -> dict[str, Any]:
+    """alerts/fast-profile.json as committed (what the e2e bounds are documented from)."""
+    data: dict[str, Any] = json.loads(
+        (repo_root() / "alerts" / "fast-profile.json").read_text(encoding="utf-8")
+    )
+    return data

@@ -1,0 +1,116 @@
+"""Fault scenarios: inject, wait for the alerts at the receiver, remove, wait for them to resolve."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from bookgen.stack.receiver import alert_events, matches
+from bookgen.stack.supervisor import Stack
+
+POLL_S = 0.2
+# After a fault is removed, the fast profile's 5 s rate windows drain before an expression turns
+# false (a paused job needs a few seconds to finish); then the same pipeline as for firing.
+RESOLVE_S = 15.0
+
+
+@dataclass(frozen=True)
+class Expect:
+    family: str
+    alert: str
+    labels: dict[str, str]
+    # How long the breach must last by the target's own definition before any rule can see it
+    # (a job is "too long" only after 30 s); the detection bound is counted on top of it.
+    inherent_s: float = 0.0
+
+
+@dataclass
+class Scenario:
+    fault: str
+    inject: Callable[[], None]
+    remove: Callable[[], None]
+    expect: list[Expect]
+    # Runs from injection until removal (e.g. the submissions an LLM fault needs to be seen).
+    during: Callable[[threading.Event], None] | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def first_event(
+    stack: Stack, labels: dict[str, str], status: str, since: float, until: float
+) -> float | None:
+    """received_at of the first alert with `labels` and `status` in [since, until], or None."""
+    wanted = matches(labels)
+    while True:
+        for received, alert in alert_events(stack.notifications_path, since):
+            if alert.get("status") == status and wanted(alert):
+                return received
+        if time.time() > until:
+            return None
+        time.sleep(POLL_S)
+
+
+def run(stack: Stack, scenario: Scenario) -> list[dict[str, Any]]:
+    profile = stack.alert_profile
+    assert profile is not None
+    stop = threading.Event()
+    helper = None
+    started = time.time()
+    scenario.inject()
+    if scenario.during is not None:
+        helper = threading.Thread(target=scenario.during, args=(stop,), daemon=True)
+        helper.start()
+    fired: dict[Expect, float | None] = {}
+    try:
+        for e in scenario.expect:
+            bound = profile.detection_bound_s(e.alert)
+            labels = {"alertname": e.alert, **e.labels}
+            fired[e] = first_event(stack, labels, "firing", started, started + e.inherent_s + bound)
+    finally:
+        removed = time.time()
+        stop.set()
+        scenario.remove()
+        if helper is not None:
+            helper.join(timeout=30)
+    for e in scenario.expect:
+        bound = profile.detection_bound_s(e.alert)
+        labels = {"alertname": e.alert, **e.labels}
+        resolved = None
+        if fired[e] is not None:
+            resolved = first_event(stack, labels, "resolved", removed, removed + RESOLVE_S + bound)
+        detected = fired[e]
+        scenario.results.append(
+            {
+                "family": e.family,
+                "alert": e.alert,
+                "labels": e.labels,
+                "fault": scenario.fault,
+                "for_s": profile.alert_for_s[e.alert],
+                "bound_s": bound,
+                "inherent_s": e.inherent_s,
+                "detected_s": None if detected is None else round(detected - started, 2),
+                "resolved_s": None if resolved is None else round(resolved - removed, 2),
+                "resolve_bound_s": RESOLVE_S + bound,
+            }
+        )
+    return scenario.results
+
+
+def run_together(stack: Stack, scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    """Run scenarios concurrently: only those whose faults and alerts do not interfere."""
+    with ThreadPoolExecutor(max_workers=len(scenarios)) as pool:
+        return [row for rows in pool.map(lambda s: run(stack, s), scenarios) for row in rows]
+
+
+def problems(results: list[dict[str, Any]]) -> list[str]:
+    found = []
+    for r in results:
+        name = f"{r['family']}: {r['alert']} {r['labels']}"
+        if r["detected_s"] is None:
+            found.append(f"{name} did not fire within {r['inherent_s'] + r['bound_s']:.1f} s")
+        elif r["resolved_s"] is None:
+            found.append(f"{name} did not resolve within {r['resolve_bound_s']:.1f} s")
+    return found

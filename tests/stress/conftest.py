@@ -1,0 +1,38 @@
+"""A real `bookgen serve` (one worker) and a separate simulated model, shared by the module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from bookgen.acceptance.server import ServeProcess, SimProcess
+
+SIM_TOKENS_PER_SECOND = 400.0  # small books finish in seconds; the API load is what is tested
+
+
+@dataclass
+class Running:
+    server: ServeProcess
+    sim: SimProcess
+
+    @property
+    def api(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    run_dir = tmp_path_factory.mktemp("stress-server")
+    env = {
+        "BOOKGEN_MAX_QUEUE": "500",
+        "BOOKGEN_RATE_LIMIT": "30/minute",
+        "BOOKGEN_LLM_BACKOFF_MAX_S": "2",
+    }
+    with (
+        SimProcess(run_dir / "sim", tokens_per_second=SIM_TOKENS_PER_SECOND) as sim,
+        ServeProcess(run_dir, 1, env, llm_url=f"{sim.url}/v1") as server,
+    ):
+        yield Running(server, sim)
+        sim.configure(error_rate=0.0, rate_limit_rate=0.0)

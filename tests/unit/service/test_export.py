@@ -1,0 +1,53 @@
+"""Assembly in order and the three export formats."""
+
+from __future__ import annotations
+
+import io
+
+from docx import Document
+
+from bookgen.service.pipeline.export import (
+    Section,
+    file_name,
+    render,
+    to_markdown,
+    to_text,
+)
+
+SECTIONS = [
+    Section(2, "chapter", "Later", "Second chapter text."),
+    Section(3, "epilogue", "Epilogue", "The end."),
+    Section(0, "introduction", "Introduction", "Intro one.\n\nIntro two."),
+    Section(1, "chapter", "Early", "First chapter text."),
+]
+
+
+def test_text_is_in_book_order() -> None:
+    text = to_text("Ada Lovelace", SECTIONS)
+    order = ["Introduction", "Chapter 1: Early", "Chapter 2: Later", "Epilogue"]
+    positions = [text.index(h) for h in order]
+    assert positions == sorted(positions)
+    assert text.startswith("Ada Lovelace: A Biography")
+    assert "Intro one.\n\nIntro two." in text
+
+
+def test_markdown_headings() -> None:
+    md = to_markdown("Ada Lovelace", SECTIONS)
+    assert md.startswith("# Ada Lovelace: A Biography")
+    assert "## Chapter 1: Early\n\nFirst chapter text." in md
+    assert md.count("\n## ") == 4
+
+
+def test_docx_opens_with_headings_and_paragraphs() -> None:
+    document = Document(io.BytesIO(render("docx", "Ada Lovelace", SECTIONS)))
+    texts = [p.text for p in document.paragraphs]
+    assert "Chapter 2: Later" in texts
+    assert "Intro two." in texts
+    headings = [p.text for p in document.paragraphs if p.style.name.startswith("Heading")]
+    assert headings == ["Introduction", "Chapter 1: Early", "Chapter 2: Later", "Epilogue"]
+
+
+def test_file_name_is_safe() -> None:
+    name = file_name('../Ada "Countess" Lovelace/\r\n', "0123456789abcdef", "md")
+    assert name == "Ada_Countess_Lovelace_01234567.md"
+    assert file_name("漢字", "abcdef0123", "txt") == "biography_abcdef01.txt"

@@ -1,0 +1,142 @@
+"""The store on SQLite and PostgreSQL: exclusive claims, leases, sections stored exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from bookgen.service.store import JobRow, LeaseLost, NewSection, Store, Usage
+from bookgen.service.store.models import utcnow
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = Store.from_url(database_url)
+    await s.create_tables()
+    yield s
+    await s.close()
+
+
+def job(**values: object) -> JobRow:
+    fields: dict[str, object] = {
+        "id": uuid.uuid4().hex,
+        "character": "Ada Lovelace",
+        "chapters": 3,
+        "total_words": 3000,
+        "model": "bookgen-sim",
+        "status": "pending",
+        "created_at": utcnow(),
+        "sources": [],
+        "trace_context": {"traceparent": "00-abc"},
+    }
+    fields.update(values)
+    return JobRow(**fields)
+
+
+def section(job_id: str, index: int, words: int = 100) -> NewSection:
+    return NewSection(job_id, index, "chapter", f"T{index}", "Text.", words, 100, 0.0, 1)
+
+
+async def test_job_round_trip_keeps_utc_and_json(store: Store) -> None:
+    added = await store.add_job(job())
+    loaded = await store.get_job(added.id)
+    assert loaded is not None
+    assert loaded.created_at == added.created_at
+    assert loaded.created_at.tzinfo is not None
+    assert loaded.trace_context == {"traceparent": "00-abc"}
+    assert await store.count_pending() == 1
+
+
+async def test_claims_are_exclusive_across_processes(database_url: str, store: Store) -> None:
+    jobs = [await store.add_job(job(created_at=utcnow() + timedelta(seconds=i))) for i in range(12)]
+    workers = [Store.from_url(database_url) for _ in range(4)]
+
+    async def drain(worker: Store, owner: str) -> list[str]:
+        claimed = []
+        while (row := await worker.claim(owner, 30)) is not None:
+            claimed.append(row.id)
+        return claimed
+
+    try:
+        results = await asyncio.gather(*(drain(w, f"w{i}") for i, w in enumerate(workers)))
+    finally:
+        await asyncio.gather(*(w.close() for w in workers))
+    claimed = [job_id for result in results for job_id in result]
+    assert sorted(claimed) == sorted(j.id for j in jobs)  # every job once, none twice
+    assert await store.count_pending() == 0
+
+
+async def test_claim_takes_oldest_first_and_sets_lease(store: Store) -> None:
+    old = await store.add_job(job(created_at=utcnow() - timedelta(minutes=5)))
+    await store.add_job(job())
+    claimed = await store.claim("w1", 30)
+    assert claimed is not None and claimed.id == old.id
+    assert claimed.status == "in_progress" and claimed.lease_owner == "w1"
+    assert claimed.started_at is not None and claimed.runs == 1
+
+
+async def test_only_expired_leases_are_reclaimed(store: Store) -> None:
+    added = await store.add_job(job())
+    assert await store.claim("w1", 30) is not None
+    assert await store.claim("w2", 30) is None  # lease still valid
+    async with store.sessions() as s, s.begin():
+        await s.execute(
+            update(JobRow)
+            .where(JobRow.id == added.id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    reclaimed = await store.claim("w2", 30)
+    assert reclaimed is not None and reclaimed.lease_owner == "w2" and reclaimed.runs == 2
+    assert not await store.renew(added.id, "w1", 30)  # the old owner lost it
+    with pytest.raises(LeaseLost):
+        await store.save_section("w1", section(added.id, 1), Usage())
+
+
+async def test_sections_are_stored_once_and_counted_once(store: Store) -> None:
+    added = await store.add_job(job())
+    await store.claim("w1", 30)
+    usage = Usage(input_tokens=5, output_tokens=7, cost_usd=0.5)
+    assert await store.save_section("w1", section(added.id, 1), usage)
+    assert not await store.save_section("w1", section(added.id, 1), usage)
+    assert await store.save_section("w1", section(added.id, 2, words=50), usage)
+    loaded = await store.get_job(added.id)
+    assert loaded is not None
+    assert (loaded.chapters_completed, loaded.words_written) == (2, 150)
+    assert (loaded.input_tokens, loaded.output_tokens) == (10, 14)
+    assert loaded.cost_usd == pytest.approx(1.0)
+    assert [s.index for s in await store.sections(added.id)] == [1, 2]
+
+
+async def test_cancel_stops_the_owner(store: Store) -> None:
+    added = await store.add_job(job())
+    await store.claim("w1", 30)
+    cancelled = await store.cancel(added.id)
+    assert cancelled is not None and cancelled.status == "cancelled"
+    with pytest.raises(LeaseLost):
+        await store.save_outline(added.id, "w1", [], Usage())
+    assert await store.finish(added.id, "w1", "completed") is None
+    final = await store.get_job(added.id)
+    assert final is not None and final.status == "cancelled"
+
+
+async def test_release_returns_the_job_to_the_queue(store: Store) -> None:
+    added = await store.add_job(job())
+    await store.claim("w1", 30)
+    await store.release(added.id, "w1")
+    again = await store.claim("w2", 30)
+    assert again is not None and again.id == added.id
+
+
+async def test_list_is_newest_first_with_filter(store: Store) -> None:
+    base = utcnow()
+    ids = [(await store.add_job(job(created_at=base + timedelta(seconds=i)))).id for i in range(5)]
+    await store.cancel(ids[0])
+    rows, total = await store.list_jobs(status=None, offset=0, limit=2)
+    assert [r.id for r in rows] == [ids[4], ids[3]] and total == 5
+    rows, total = await store.list_jobs(status="cancelled", offset=0, limit=10)
+    assert [r.id for r in rows] == [ids[0]] and total == 1
