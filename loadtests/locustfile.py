@@ -133,8 +133,9 @@ class _BookGenBase(FastHttpUser):
     def status(self) -> None:
         self._json_call("GET", "/api/v1/status", "status", checks.check_status)
 
-    def list_jobs(self) -> None:
-        body = self._json_call("GET", "/api/v1/biographies?page_size=20", "list", checks.check_list)
+    def list_jobs(self, query: str = "") -> None:
+        path = f"/api/v1/biographies?page_size=20{query}"
+        body = self._json_call("GET", path, "list", checks.check_list)
         for item in checks.job_items(body) or []:
             KNOWN_JOBS.append(item["job_id"])
             if item.get("status") == "completed":
@@ -309,10 +310,11 @@ class StressTestUser(_BookGenBase):
 
 
 class CapacityUser(_BookGenBase):
-    """The BookGen read mix at a fixed rate per user (open loop); no submissions.
+    """BookGenUser's read mix at a fixed rate per user (open loop), without think time.
 
-    The capacity run starts its generations itself, so the request rate steps with the number
-    of users while the generation load stays constant.
+    No submissions (the capacity run keeps its own generations running, so the request rate steps
+    with the number of users while the generation load stays constant) and no /metrics (that is
+    Prometheus's scrape every few seconds, not user traffic).
     """
 
     def wait_time(self) -> float:
@@ -321,20 +323,22 @@ class CapacityUser(_BookGenBase):
         self._next = max(getattr(self, "_next", now) + 1.0 / rate, now)
         return self._next - now
 
+    def on_start(self) -> None:
+        super().on_start()
+        if not FINISHED_JOBS:
+            self.list_jobs("&status=completed")
+
     @task(5)
     def t_health(self) -> None:
         self.health()
 
+    @task(1)
+    def t_ready(self) -> None:
+        self.ready()
+
     @task(3)
     def t_status(self) -> None:
         self.status()
-
-    @task(4)
-    def t_job_status(self) -> None:
-        if KNOWN_JOBS:
-            self.job_status(random.choice(KNOWN_JOBS))
-        else:
-            self.list_jobs()
 
     @task(2)
     def t_list(self) -> None:
@@ -344,13 +348,16 @@ class CapacityUser(_BookGenBase):
     def t_sources(self) -> None:
         self.sources()
 
+    @task(3)
+    def t_job_status(self) -> None:
+        if KNOWN_JOBS:
+            self.job_status(random.choice(KNOWN_JOBS))
+        else:
+            self.list_jobs()
+
     @task(1)
     def t_download(self) -> None:
         if FINISHED_JOBS:
             self.download(random.choice(FINISHED_JOBS))
         else:
-            self.ready()
-
-    @task(1)
-    def t_metrics(self) -> None:
-        self.metrics()
+            self.status()

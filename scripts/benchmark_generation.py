@@ -44,7 +44,6 @@ import json
 import math
 import os
 import platform
-import re
 import socket
 import statistics
 import subprocess
@@ -61,6 +60,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bookgen.service.llm.sim import ChatRequest, completion_tokens, compose
 from bookgen.service.pipeline import prompts
 from bookgen.service.pipeline.prompts import BookSpec
 from bookgen.service.settings import Settings
@@ -171,17 +171,15 @@ def nominal_tokens(words: int) -> int:
     return math.ceil(words * 4 / 3)
 
 
-def outline_words(spec: BookSpec) -> int:
-    found = re.search(r"Target length:\s*(\d+)\s*words", prompts.outline(spec)[-1]["content"])
-    return int(found.group(1)) if found else 300
-
-
 def book_shape(chapters: int, total_words: int) -> tuple[int, list[int]]:
-    """(outline tokens, section tokens in plan order) the pipeline asks the model for."""
+    """(outline tokens, section tokens in plan order) the simulated model emits for this book:
+    the outline from the sim's answer to the pipeline's real outline prompt."""
     spec = BookSpec("bench", "Ada Lovelace", chapters, total_words, "bookgen-sim")
+    text, _ = compose(ChatRequest.model_validate({"messages": prompts.outline(spec)}))
+    outline = completion_tokens(len(text.split()))
     frame = nominal_tokens(spec.frame_words)
     sections = [frame] + [nominal_tokens(spec.words_per_chapter)] * chapters + [frame]
-    return nominal_tokens(outline_words(spec)), sections
+    return outline, sections
 
 
 def schedule_bound(

@@ -45,6 +45,11 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cpu_s(self) -> float:
+        """User + system CPU time of the server process (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         match = re.search(r"VmRSS:\s+(\d+) kB", status)
@@ -58,6 +63,7 @@ class Run:
     rps: float
     p99_ms: float
     rss_mb: float
+    cpu_us: float  # server CPU per request
 
 
 def free_port() -> int:
@@ -117,17 +123,18 @@ def finished_job_status_path(server: Server) -> str:
     raise SystemExit(f"{server.name}: job did not complete in 120 s")
 
 
-def wrk(url: str, duration: int, connections: int, threads: int) -> tuple[float, float]:
+def wrk(url: str, duration: int, connections: int, threads: int) -> tuple[float, float, int]:
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if rps is None or p99 is None:
+    total = re.search(r"(\d+) requests in", out)
+    if rps is None or p99 is None or total is None:
         raise SystemExit(f"cannot parse wrk output:\n{out}")
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} non-2xx responses\n{out}")
-    return float(rps.group(1)), float(p99.group(1)) * UNITS[p99.group(2)]
+    return float(rps.group(1)), float(p99.group(1)) * UNITS[p99.group(2)], int(total.group(1))
 
 
 def main() -> int:
@@ -140,6 +147,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server")
     parser.add_argument("--min-ratio", type=float, default=0.85)
     parser.add_argument("--gate", action="store_true", help="exit 1 if a ratio is below")
+    parser.add_argument(
+        "--routes", nargs="+", default=["health", "job-status"], choices=["health", "job-status"]
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian package `wrk`)")
@@ -149,21 +159,27 @@ def main() -> int:
         try:
             servers.append(start("off", False, Path(tmp), args.workers))
             for server in servers:
-                server.routes = {"health": "/health", "job-status": finished_job_status_path(server)}
+                server.routes = {
+                    "health": "/health",
+                    "job-status": finished_job_status_path(server),
+                }
                 for path in server.routes.values():
                     wrk(server.base + path, args.warmup, args.connections, args.threads)
             runs: list[Run] = []
-            for route in ("health", "job-status"):
+            for route in args.routes:
                 for i in range(args.rounds):
                     # alternate which goes first, so drift over time does not favour one side
                     order = servers if i % 2 == 0 else servers[::-1]
                     for server in order:
                         url = server.base + server.routes[route]
-                        rps, p99 = wrk(url, args.duration, args.connections, args.threads)
-                        runs.append(Run(server.name, route, rps, p99, server.rss_mb()))
+                        cpu = server.cpu_s()
+                        rps, p99, n = wrk(url, args.duration, args.connections, args.threads)
+                        cpu_us = (server.cpu_s() - cpu) / n * 1e6
+                        runs.append(Run(server.name, route, rps, p99, server.rss_mb(), cpu_us))
                         print(
                             f"{route:<11} {server.name:<4} round {i + 1}: {rps:9.0f} req/s  "
-                            f"p99 {p99:7.2f} ms  RSS {runs[-1].rss_mb:6.1f} MB",
+                            f"p99 {p99:7.2f} ms  RSS {runs[-1].rss_mb:6.1f} MB  "
+                            f"CPU {cpu_us:7.1f} us/req",
                             flush=True,
                         )
         finally:
@@ -173,34 +189,46 @@ def main() -> int:
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> int:
+    """Per route: medians, and the on/off throughput ratio of each interleaved pair.
+
+    The gate uses the median of the per-pair ratios: each pair ran back to back, so load from
+    other processes on a shared machine cancels out better than in a ratio of overall medians.
+    Server CPU per request (from /proc) is printed too: it barely depends on that outside load.
+    """
     print(
         f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} "
         f"interleaved rounds, {args.workers} worker(s), {os.cpu_count()} CPUs"
     )
-    header = f"{'route':<11} {'telemetry':<9} {'req/s (median)':>15} {'p99 ms':>8} {'RSS MB':>7}"
-    print(header)
+    print(
+        f"{'route':<11} {'telemetry':<9} {'req/s (median)':>15} {'p99 ms':>8} "
+        f"{'RSS MB':>7} {'CPU us/req':>11}"
+    )
     failed = False
-    for route in ("health", "job-status"):
-        medians = {}
-        for name in ("off", "on"):
-            mine = [r for r in runs if r.route == route and r.server == name]
-            medians[name] = statistics.median(r.rps for r in mine)
-            p99 = statistics.median(r.p99_ms for r in mine)
-            rss = max(r.rss_mb for r in mine)
-            print(f"{route:<11} {name:<9} {medians[name]:>15.0f} {p99:>8.2f} {rss:>7.1f}")
-        ratio = medians["on"] / medians["off"]
-        pairs = [
-            on.rps / off.rps
-            for on, off in zip(
-                [r for r in runs if r.route == route and r.server == "on"],
-                [r for r in runs if r.route == route and r.server == "off"],
-                strict=True,
+    for route in args.routes:
+        side = {
+            name: [r for r in runs if r.route == route and r.server == name]
+            for name in ("off", "on")
+        }
+        for name, mine in side.items():
+            print(
+                f"{route:<11} {name:<9} {statistics.median(r.rps for r in mine):>15.0f} "
+                f"{statistics.median(r.p99_ms for r in mine):>8.2f} "
+                f"{max(r.rss_mb for r in mine):>7.1f} "
+                f"{statistics.median(r.cpu_us for r in mine):>11.1f}"
             )
-        ]
+        pairs = [on.rps / off.rps for on, off in zip(side["on"], side["off"], strict=True)]
+        ratio = statistics.median(pairs)
+        of_medians = statistics.median(r.rps for r in side["on"]) / statistics.median(
+            r.rps for r in side["off"]
+        )
+        cpu_ratio = statistics.median(r.cpu_us for r in side["off"]) / statistics.median(
+            r.cpu_us for r in side["on"]
+        )
         verdict = "ok" if ratio >= args.min_ratio else "BELOW GOAL"
         print(
-            f"{route:<11} ratio on/off {ratio:.3f} (per round: "
-            f"{', '.join(f'{p:.3f}' for p in pairs)}; goal >= {args.min_ratio}) {verdict}"
+            f"{route:<11} throughput ratio on/off {ratio:.3f} (median of pairs "
+            f"{', '.join(f'{p:.3f}' for p in pairs)}; ratio of medians {of_medians:.3f}); "
+            f"CPU-per-request ratio off/on {cpu_ratio:.3f}; goal >= {args.min_ratio}: {verdict}"
         )
         failed |= ratio < args.min_ratio
     return 1 if failed and args.gate else 0

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from docx import Document
 from fastapi import FastAPI
-from service_helpers import fast_settings, running_app, wait_for_status
 
 from bookgen.service.hooks import ChapterOutcome, Hooks, JobInfo
+from service_helpers import fast_settings, running_app, wait_for_status
 
 SMALL = {"character": "Ada Lovelace", "chapters": 3, "total_words": 3000}
 
@@ -146,7 +146,7 @@ class RecordingHooks(Hooks):
 
 async def test_hooks_see_every_documented_point(tmp_path: Path) -> None:
     hooks = RecordingHooks()
-    settings = fast_settings(tmp_path, rate_limit="3/minute")
+    settings = fast_settings(tmp_path, rate_limit="2/minute")
     async with running_app(settings, hooks) as (app, client):
         job_id = await submit(client)
         await wait_for_status(client, job_id, {"completed"})

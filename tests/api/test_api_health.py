@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from service_helpers import fast_settings, running_app
 
 from bookgen.service.settings import Settings
+from service_helpers import fast_settings, running_app
 
 
 async def test_health_is_cheap_and_shaped_like_v1(client: httpx.AsyncClient) -> None:

@@ -1,4 +1,4 @@
-"""One stack (real Prometheus and Alertmanager, fast profile) shared by the end-to-end tests."""
+"""One stack (real Prometheus and Alertmanager, fast profile) shared by a module's tests."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import pytest
 
 from bookgen.stack import binaries
 from bookgen.stack.supervisor import Stack
-
-ROOT = Path(__file__).resolve().parents[2]
-REPORT = ROOT / "reports" / "e2e-ttd.json"
+from e2e.report import REPORT, RESULTS, ROOT, table
 
 # Small, quick books; few LLM retries so injected LLM errors end jobs fast; a submission limit
 # low enough that a burst from one client is refused while the queue has room.
@@ -30,10 +28,8 @@ E2E_ENV = {
     "BOOKGEN_LOG_LEVEL": "WARNING",
 }
 
-RESULTS: dict[str, Any] = {"scenarios": [], "clean_run": None}
 
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         binaries.find("prometheus")
@@ -43,25 +39,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = Path(os.environ.get("BOOKGEN_E2E_RUN_DIR") or tmp_path_factory.mktemp("stack"))
     with Stack(run_dir, workers=2, fast=True, faults=True, env=E2E_ENV) as started:
         yield started
-
-
-def table(results: dict[str, Any]) -> str:
-    lines = [
-        f"{'family':<20} {'alert':<32} {'for':>4} {'bound':>6} {'inherent':>8} "
-        f"{'detected':>8} {'resolved':>8}",
-    ]
-    for r in results["scenarios"]:
-        detected = "-" if r["detected_s"] is None else f"{r['detected_s']:.1f}"
-        resolved = "-" if r["resolved_s"] is None else f"{r['resolved_s']:.1f}"
-        lines.append(
-            f"{r['family']:<20} {r['alert']:<32} {r['for_s']:>4.0f} {r['bound_s']:>6.1f} "
-            f"{r['inherent_s']:>8.0f} {detected:>8} {resolved:>8}"
-        )
-    clean = results["clean_run"]
-    if clean is not None:
-        others = ", ".join(clean["alerts_other_than_watchdog"]) or "none"
-        lines.append(f"clean run {clean['duration_s']:.0f} s: alerts other than Watchdog: {others}")
-    return "\n".join(lines)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -26,7 +26,7 @@ def submit(api_url: str, client_id: str, timeout_s: float = 10.0) -> httpx.Respo
 
 
 class NormalLoad:
-    """`users` threads: health/status/list reads every ~`think_s`, a small book every `book_every_s`.
+    """`users` threads reading health, status and list; each also submits a small book now and then.
 
     Each book is polled to its end and downloaded. Status codes are counted per route group.
     """

@@ -1,4 +1,4 @@
-"""Fault scenarios: inject, wait for the alerts at the receiver, remove, wait for them to resolve."""
+"""Fault scenarios: inject, wait for the alerts at the receiver, remove, wait until resolved."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ class Expect:
 @dataclass
 class Scenario:
     fault: str
-    inject: Callable[[], None]
-    remove: Callable[[], None]
+    inject: Callable[[], object]
+    remove: Callable[[], object]
     expect: list[Expect]
     # Runs from injection until removal (e.g. the submissions an LLM fault needs to be seen).
     during: Callable[[threading.Event], None] | None = None
@@ -58,36 +58,40 @@ def run(stack: Stack, scenario: Scenario) -> list[dict[str, Any]]:
     assert profile is not None
     stop = threading.Event()
     helper = None
-    started = time.time()
+    injecting = time.time()
     scenario.inject()
+    # Times count from the moment the fault is in place (a balloon takes seconds to fill);
+    # alerts are looked for from the start of the injection.
+    started = time.time()
     if scenario.during is not None:
         helper = threading.Thread(target=scenario.during, args=(stop,), daemon=True)
         helper.start()
-    fired: dict[Expect, float | None] = {}
+    fired: list[float | None] = []
     try:
         for e in scenario.expect:
             bound = profile.detection_bound_s(e.alert)
             labels = {"alertname": e.alert, **e.labels}
-            fired[e] = first_event(stack, labels, "firing", started, started + e.inherent_s + bound)
+            until = started + e.inherent_s + bound
+            fired.append(first_event(stack, labels, "firing", injecting, until))
     finally:
         removed = time.time()
         stop.set()
         scenario.remove()
         if helper is not None:
             helper.join(timeout=30)
-    for e in scenario.expect:
+    for e, detected in zip(scenario.expect, fired, strict=True):
         bound = profile.detection_bound_s(e.alert)
         labels = {"alertname": e.alert, **e.labels}
         resolved = None
-        if fired[e] is not None:
+        if detected is not None:
             resolved = first_event(stack, labels, "resolved", removed, removed + RESOLVE_S + bound)
-        detected = fired[e]
         scenario.results.append(
             {
                 "family": e.family,
                 "alert": e.alert,
                 "labels": e.labels,
                 "fault": scenario.fault,
+                "injection_s": round(started - injecting, 2),
                 "for_s": profile.alert_for_s[e.alert],
                 "bound_s": bound,
                 "inherent_s": e.inherent_s,

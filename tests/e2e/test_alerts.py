@@ -7,23 +7,26 @@ interfere run concurrently; target down last (it inhibits every other alert).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from bookgen.slo.dashboards import panel_queries
 from bookgen.stack.faults import ApiFaults, SimFaults
 from bookgen.stack.profile import load_spec
 from bookgen.stack.receiver import alert_events
 from bookgen.stack.supervisor import Stack
-from tests.e2e.conftest import RESULTS
-from tests.e2e.load import NormalLoad, submit
-from tests.e2e.scenarios import Expect, Scenario, problems, run, run_together
+from e2e.load import NormalLoad, submit
+from e2e.report import RESULTS
+from e2e.scenarios import Expect, Scenario, problems, run, run_together
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -56,21 +59,40 @@ def record(results: list[dict[str, object]]) -> None:
     assert not problems(results), problems(results)
 
 
-def submitting(api_url: str, every_s: float) -> threading.Thread:
-    """A body for `Scenario.during`: submit a small book every `every_s` as a fresh client."""
-    raise NotImplementedError
+def keep_submitting(api_url: str, every_s: float) -> Callable[[threading.Event], None]:
+    """A `Scenario.during` body: a small book every `every_s`, each from a fresh client id."""
 
-
-def keep_submitting(api_url: str, every_s: float) -> object:
     def body(stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 submit(api_url, f"drill-{next(_ids)}", timeout_s=5.0)
-            except httpx.HTTPError:
-                pass
             stop.wait(every_s)
 
     return body
+
+
+def keep_failing(api_url: str, every_s: float) -> Callable[[threading.Event], None]:
+    """A `Scenario.during` body: GET /debug/fail (always 500) every `every_s`."""
+
+    def body(stop: threading.Event) -> None:
+        with httpx.Client(base_url=api_url, timeout=5.0) as client:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    assert client.get("/debug/fail").status_code == 500
+                stop.wait(every_s)
+
+    return body
+
+
+def latency_is_wired(api: ApiFaults, api_url: str) -> bool:
+    """Whether the added-latency switch reaches the API routes (app.py attaches it)."""
+    api.latency(0.3)
+    try:
+        started = time.monotonic()
+        httpx.get(f"{api_url}/api/v1/status", timeout=5.0)
+        return time.monotonic() - started >= 0.3
+    finally:
+        api.latency(0.0)
 
 
 def test_clean_run_of_normal_load_raises_no_alert_but_watchdog(
@@ -78,8 +100,7 @@ def test_clean_run_of_normal_load_raises_no_alert_but_watchdog(
 ) -> None:
     time.sleep(CLEAN_S)
     names = sorted(
-        {a["labels"]["alertname"] for _, a in alert_events(stack.notifications_path)}
-        - {"Watchdog"}
+        {a["labels"]["alertname"] for _, a in alert_events(stack.notifications_path)} - {"Watchdog"}
     )
     RESULTS["clean_run"] = {
         "duration_s": CLEAN_S,
@@ -90,3 +111,186 @@ def test_clean_run_of_normal_load_raises_no_alert_but_watchdog(
     assert load.books["completed"] >= 1, load.books
     assert load.failures() == {}
     assert names == []
+
+
+def test_every_dashboard_panel_query_returns_data_from_live_prometheus(
+    stack: Stack, load: NormalLoad
+) -> None:
+    """Grafana cannot run here: each panel's PromQL, run against the stack, must return series."""
+    queries = panel_queries(load_spec())
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=stack.prometheus_url, timeout=10) as client:
+
+        def returns_data(expr: str) -> bool:
+            data = client.get("/api/v1/query", params={"query": expr}).json()
+            assert data["status"] == "success", (expr, data)
+            return bool(data["data"]["result"])
+
+        pending = list(queries)
+        while True:  # a rate over 1 m needs two samples of a series that appeared recently
+            pending = [q for q in pending if not returns_data(q[2])]
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    empty = {f"{uid} / {title}": expr for uid, title, expr in pending}
+    RESULTS["dashboards"] = {"queries": len(queries), "empty": empty}
+    assert len(queries) > 0
+    assert empty == {}, empty
+
+
+def test_error_rate_and_llm_errors_fire_and_resolve(
+    stack: Stack, load: NormalLoad, api: ApiFaults, sim: SimFaults
+) -> None:
+    record(
+        run_together(
+            stack,
+            [
+                Scenario(
+                    "4 requests a second to /debug/fail (answers 500)",
+                    lambda: None,
+                    lambda: None,
+                    [Expect("error rate", "BookGenAPIErrorRateHigh", {"severity": "critical"})],
+                    during=keep_failing(stack.api_url, 0.25),
+                ),
+                Scenario(
+                    "the model answers every call with 500",
+                    lambda: sim.set(error_rate=1.0),
+                    lambda: sim.set(error_rate=0.0),
+                    [Expect("llm errors", "BookGenLLMErrorsHigh", {"severity": "warning"})],
+                    during=keep_submitting(stack.api_url, 0.25),
+                ),
+            ],
+        )
+    )
+
+
+def pause_with_a_running_job(stack: Stack, api: ApiFaults, sim: SimFaults) -> None:
+    """Slow the model so a job is surely mid-call, pause every worker, then queue more work.
+
+    A paused worker holds its jobs before their next LLM call; the slow call in flight makes sure
+    the pause lands before a small book has all its calls under way.
+    """
+    sim.set(latency_s=5.0)
+    jobs = [submit(stack.api_url, f"slow-{next(_ids)}").json()["job_id"] for _ in range(2)]
+    deadline = time.monotonic() + 20
+    with httpx.Client(base_url=stack.api_url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            states = {
+                client.get(f"/api/v1/biographies/{job}/status").json()["status"] for job in jobs
+            }
+            if "in_progress" in states:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"no job started within 20 s: {states}")
+    api.pause()
+    sim.set(latency_s=0.0)
+    for _ in range(3):
+        assert submit(stack.api_url, f"queued-{next(_ids)}").status_code == 202
+
+
+def burst(api_url: str, count: int) -> None:
+    """`count` submissions at once from one client: its rate limit refuses the excess."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(lambda _: submit(api_url, "burst-client").status_code, range(count)))
+    assert 429 in codes, codes
+
+
+def test_stuck_jobs_throughput_rejections_and_memory_fire_and_resolve(
+    stack: Stack, load: NormalLoad, api: ApiFaults, sim: SimFaults
+) -> None:
+    spec = load_spec()
+    balloon = spec.targets.memory.max_bytes // MIB + 256
+    book_limit = spec.scaled(spec.targets.book_time.max_seconds, "fast")
+    hour = spec.scaled(3600, "fast")
+    record(
+        run_together(
+            stack,
+            [
+                Scenario(
+                    "every worker paused with a job running and jobs queued",
+                    lambda: pause_with_a_running_job(stack, api, sim),
+                    api.resume,
+                    [
+                        Expect(
+                            "stuck job",
+                            "BookGenJobRunningTooLong",
+                            {"severity": "warning", "job": "bookgen"},
+                            inherent_s=book_limit,
+                        ),
+                        Expect(
+                            "throughput",
+                            "BookGenThroughputLow",
+                            {"severity": "warning"},
+                            inherent_s=hour,
+                        ),
+                    ],
+                ),
+                Scenario(
+                    "a burst of 40 submissions from one client (limit 10/min per worker)",
+                    lambda: burst(stack.api_url, 40),
+                    lambda: None,
+                    [
+                        Expect(
+                            "rejections",
+                            "BookGenRejectionsUnderCapacity",
+                            {"severity": "critical"},
+                        )
+                    ],
+                ),
+                Scenario(
+                    f"{balloon} MiB balloon in worker 0",
+                    lambda: api.balloon(balloon, worker=0),
+                    lambda: api.release(worker=0),
+                    [
+                        Expect(
+                            "worker memory",
+                            "BookGenWorkerMemoryHigh",
+                            {"severity": "critical", "worker": "0", "job": "bookgen"},
+                        )
+                    ],
+                ),
+            ],
+        )
+    )
+
+
+def test_a_worker_that_stops_answering_scrapes_fires_target_down(
+    stack: Stack, load: NormalLoad
+) -> None:
+    pid = stack.worker_pids()[1]
+    record(
+        run(
+            stack,
+            Scenario(
+                "worker 1 frozen (SIGSTOP)",
+                lambda: os.kill(pid, signal.SIGSTOP),
+                lambda: os.kill(pid, signal.SIGCONT),
+                [
+                    Expect(
+                        "target down",
+                        "BookGenTargetDown",
+                        {"severity": "critical", "job": "bookgen", "worker": "1"},
+                    )
+                ],
+            ),
+        )
+    )
+
+
+def test_added_latency_fires_api_latency_and_resolves(
+    stack: Stack, load: NormalLoad, api: ApiFaults
+) -> None:
+    if not latency_is_wired(api, stack.api_url):
+        pytest.skip("app.py does not attach debug.injected_faults to the API routers yet")
+    record(
+        run(
+            stack,
+            Scenario(
+                "0.4 s added to every API route",
+                lambda: api.latency(0.4),
+                lambda: api.latency(0.0),
+                [Expect("api latency", "BookGenAPILatencyHigh", {"severity": "warning"})],
+            ),
+        )
+    )

@@ -139,3 +139,13 @@ async def test_access_log_lines_are_json(small: tuple[httpx.AsyncClient, Telemet
     assert line["route"] == "/items/{item_id}" and line["status"] == 200
     assert line["method"] == "GET" and line["level"] == "INFO" and line["duration_ms"] >= 0
     assert "timestamp" in line and "secret" not in json.dumps(line)
+
+
+async def test_access_log_names_the_job(tmp_path: Path) -> None:
+    async with instrumented_app(fast_settings(tmp_path)) as inst:
+        stream = io.StringIO()
+        inst.telemetry.log_handler.setStream(stream)
+        await inst.client.get('/api/v1/biographies/abc"def/status')
+        inst.telemetry.access_log.flush()
+    [line] = [json.loads(x) for x in stream.getvalue().splitlines() if "bookgen.access" in x]
+    assert line["job_id"] == 'abc"def' and line["status"] == 404

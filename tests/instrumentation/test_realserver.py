@@ -23,7 +23,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
 @contextmanager
-def bookgen_serve(tmp_path: Path, *, workers: int = 1, **env: str) -> Iterator[str]:
+def bookgen_serve(tmp_path: Path, env: dict[str, str], workers: int = 1) -> Iterator[str]:
     """`bookgen serve` on a free 127.0.0.1 port with a fast simulated model; stopped after."""
     port = free_port()
     environ = {
@@ -90,7 +90,7 @@ def sample(text: str, name: str, labels: dict[str, str]) -> float | None:
 def test_live_metrics_hold_the_whole_catalogue(tmp_path: Path) -> None:
     metrics_base = free_port()
     env = {"BOOKGEN_METRICS_PORT_BASE": str(metrics_base), "OTEL_TRACES_SAMPLER": "always_on"}
-    with bookgen_serve(tmp_path, **env) as base:
+    with bookgen_serve(tmp_path, env) as base:
         run_small_job(base)
         text = httpx.get(f"{base}/metrics", timeout=10).text
         om = httpx.get(f"{base}/metrics", headers={"accept": OPENMETRICS}, timeout=10).text
@@ -126,7 +126,8 @@ def test_live_metrics_hold_the_whole_catalogue(tmp_path: Path) -> None:
 
 def test_each_worker_is_its_own_scrape_target(tmp_path: Path) -> None:
     metrics_base = free_port()
-    with bookgen_serve(tmp_path, workers=2, BOOKGEN_METRICS_PORT_BASE=str(metrics_base)) as _:
+    env = {"BOOKGEN_METRICS_PORT_BASE": str(metrics_base)}
+    with bookgen_serve(tmp_path, env, workers=2):
         deadline = time.monotonic() + 30
         texts: dict[int, str] = {}
         while len(texts) < 2 and time.monotonic() < deadline:

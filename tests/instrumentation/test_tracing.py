@@ -135,3 +135,25 @@ def test_sampler_decisions() -> None:
     half = RequestSampler(0.5)
     hits = sum(half.sampled(None) for _ in range(4000))
     assert 1700 < hits < 2300
+
+
+def test_no_exporter_unless_asked() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    from bookgen.instrumentation.tracing import _exporters
+
+    assert _exporters({}) == []
+    assert _exporters({"OTEL_TRACES_EXPORTER": "none"}) == []
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    [otlp] = _exporters(endpoint)
+    assert isinstance(otlp, OTLPSpanExporter)
+    [console] = _exporters({"OTEL_TRACES_EXPORTER": "console"})
+    assert isinstance(console, ConsoleSpanExporter)
+
+
+def test_sdk_disabled_means_no_tracing() -> None:
+    from bookgen.instrumentation.tracing import build_tracing
+
+    tracing = build_tracing(worker_index=0, environ={"OTEL_SDK_DISABLED": "true"})
+    assert not tracing.enabled and tracing.provider is None

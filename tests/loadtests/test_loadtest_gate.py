@@ -26,7 +26,9 @@ GROUPS += ["download", "list", "cancel", "sources", "metrics"]
 def thresholds(tmp_path: Path, **overrides: Any) -> Path:
     data: dict[str, Any] = {
         "fail_ratio_max": 0.01,
-        "p95_ms": dict.fromkeys(GROUPS, 200.0),
+        # Wide margins both ways (healthy ~10 ms, slow 1.5 s), so a busy shared machine cannot
+        # turn a healthy run red or a slow one green.
+        "p95_ms": dict.fromkeys(GROUPS, 800.0),
         "min_rps": 1.0,
         "min_users": 4,
         "source": "test",
@@ -66,7 +68,7 @@ def test_gate_exit_codes(tmp_path: Path) -> None:
     with ExitStack() as stack:
         procs = {}
         for name, (mode, path, extra, _) in cases.items():
-            host = stack.enter_context(fake_api(mode, slow_s=0.3, error_every=4))
+            host = stack.enter_context(fake_api(mode, slow_s=1.5, error_every=4))
             procs[name] = locust(host, path, tmp_path / f"{name}.json", *extra)
         deadline = time.monotonic() + 75
         for name, proc in procs.items():
@@ -84,7 +86,7 @@ def test_gate_exit_codes(tmp_path: Path) -> None:
     assert not wrong, f"unexpected exit codes: {wrong}"
     # The reports say why: each breach names the failing check.
     healthy = json.loads((tmp_path / "healthy.json").read_text())
-    assert healthy["passed"] and healthy["failures"] == 0 and healthy["requests"] > 10
+    assert healthy["passed"] and healthy["failures"] == 0 and healthy["requests"] >= 5, healthy
     slow = json.loads((tmp_path / "slow.json").read_text())
     assert any(v["check"].startswith("p95") and not v["ok"] for v in slow["verdicts"])
     for name in ("errors", "wrong-body"):

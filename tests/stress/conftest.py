@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from stress_support import Running
 
 from bookgen.acceptance.server import ServeProcess, SimProcess
 
 SIM_TOKENS_PER_SECOND = 400.0  # small books finish in seconds; the API load is what is tested
-
-
-@dataclass
-class Running:
-    server: ServeProcess
-    sim: SimProcess
-
-    @property
-    def api(self) -> str:
-        return self.server.url
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from bookgen.acceptance.server import ServeProcess, SimProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,6 +33,16 @@ def _load_checks() -> ModuleType:
 
 
 checks = _load_checks()
+
+
+@dataclass
+class Running:
+    server: ServeProcess
+    sim: SimProcess
+
+    @property
+    def api(self) -> str:
+        return self.server.url
 
 
 @dataclass

@@ -5,13 +5,14 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import Running
 from stress_support import (
-    health,
+    Running,
     hammer,
+    health,
     job_status,
     listing,
     metric_sum,
@@ -51,18 +52,19 @@ def test_rapid_fire(running: Running) -> None:
     assert out.problems() == []
     assert out.p(0.95) < P95_TARGET_MS, f"p95 {out.p(0.95):.0f} ms"
     assert out.rate() > 150, f"{out.rate():.0f} req/s"
-    print(f"\nrapid fire: {out.rate():.0f} req/s, p50 {out.p(0.5):.1f} ms, p95 {out.p(0.95):.1f} ms")
+    print(
+        f"\nrapid fire: {out.rate():.0f} req/s, p50 {out.p(0.5):.1f} ms, p95 {out.p(0.95):.1f} ms"
+    )
 
 
 def test_concurrent_job_creation(running: Running) -> None:
     """40 clients submit at once: 40 distinct jobs, each visible; one greedy client gets 429s."""
     out: list[httpx.Response] = []
     with httpx.Client(base_url=running.api, timeout=10.0) as c:
-        import concurrent.futures as cf
-
-        with cf.ThreadPoolExecutor(max_workers=20) as pool:
+        with ThreadPoolExecutor(max_workers=20) as pool:
             out = list(pool.map(lambda _: submit(c), range(40)))
-        assert [r.status_code for r in out] == [202] * 40, [r.text for r in out if r.status_code != 202]
+        wrong = [r.text for r in out if r.status_code != 202]
+        assert wrong == []
         ids = {r.json()["job_id"] for r in out}
         assert len(ids) == 40
         for job_id in ids:
@@ -118,6 +120,7 @@ def test_recovery_after_llm_faults(running: Running) -> None:
         running.sim.configure(error_rate=1.0)
         out = hammer(api, [health, status, listing], threads=2, seconds=4, max_requests=400)
         running.sim.configure(error_rate=0.0, rate_limit_rate=1.0, retry_after_s=0.2)
+        job2 = submit(c, chapters=2).json()["job_id"]
         out2 = hammer(api, [health, status, listing], threads=2, seconds=3, max_requests=300)
         running.sim.configure(rate_limit_rate=0.0)
         after = c.get("/metrics").text
@@ -128,8 +131,9 @@ def test_recovery_after_llm_faults(running: Running) -> None:
         }
         assert out.problems() == [] and out2.problems() == [], "the API failed during the fault"
         assert retried["server_error"] > 0 and retried["rate_limited"] > 0, retried
-        # The job in flight ends (completed, or failed after its retries): never stuck.
-        assert wait_finished(api, job, 40) in ("completed", "failed")
+        # The jobs in flight end (completed, or failed after their retries): never stuck.
+        assert wait_finished(api, job, 20) in ("completed", "failed")
+        assert wait_finished(api, job2, 20) in ("completed", "failed")
         fresh = submit(c, chapters=2).json()["job_id"]
         assert wait_finished(api, fresh, 30) == "completed"
 

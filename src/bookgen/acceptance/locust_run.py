@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -32,7 +34,7 @@ PROFILES: dict[str, Profile] = {
     "spike": Profile("BookGenUser", "spike", 50, 180),
     "soak": Profile("BookGenUser", "soak", 10, 1800),
     "capacity": Profile(
-        "CapacityUser", "capacity", 200, 300, ("--step-users", "10", "--step-time", "12")
+        "CapacityUser", "capacity", 400, 400, ("--step-users", "10", "--step-time", "10")
     ),
 }
 
@@ -122,15 +124,11 @@ class LocustRun:
         proc = self.start()
         limit = (self.duration_s or self.spec.duration_s) + 120
         deadline = time.monotonic() + limit
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            stop(proc)
         if echo:
             sys.stdout.write(self.console())
         return int(proc.returncode)
@@ -142,6 +140,27 @@ class LocustRun:
     def gate(self) -> dict[str, Any] | None:
         path = self.report_dir / "gate.json"
         return dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """End a Locust we started (SIGTERM lets it write its reports), SIGKILL after a grace."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `with` blocks stop every process this command started."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def timestamp() -> str:

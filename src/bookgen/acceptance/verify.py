@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bookgen.acceptance.locust_run import LocustRun
+from bookgen.acceptance.locust_run import LocustRun, stop
 from bookgen.acceptance.targets import AcceptanceTargets
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -363,12 +363,12 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
         )
         proc = run.start()
         deadline = time.monotonic() + options.duration_s + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            poll_books(api, books)
-            time.sleep(3.0)
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                poll_books(api, books)
+                time.sleep(3.0)
+        finally:
+            stop(proc)
         m.gate_exit = proc.returncode
         t_load_end = time.time()
         wait_until = time.monotonic() + options.book_wait_s

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from bookgen.acceptance.locust_run import PROFILES, LocustRun, parse_duration, timestamp
+from bookgen.acceptance.locust_run import (
+    PROFILES,
+    LocustRun,
+    exit_on_sigterm,
+    parse_duration,
+    timestamp,
+)
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -45,9 +51,9 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="Where reports go (default reports/loadtest-<profile>-<timestamp>).",
 )
 @click.option("--generations", default=32, show_default=True, help="capacity: books in flight.")
-@click.option("--user-rate", default=20.0, show_default=True, help="capacity: req/s per user.")
+@click.option("--user-rate", default=5.0, show_default=True, help="capacity: req/s per user.")
 @click.option("--step-users", default=10, show_default=True, help="capacity: users per step.")
-@click.option("--step-time", default=12.0, show_default=True, help="capacity: seconds per step.")
+@click.option("--step-time", default=10.0, show_default=True, help="capacity: seconds per step.")
 def loadtest(
     profile: str,
     users: int | None,
@@ -65,6 +71,7 @@ def loadtest(
     step_time: float,
 ) -> None:
     """Run a load profile headless; exits non-zero when the gate finds a target breached."""
+    exit_on_sigterm()
     folder = report_dir or Path("reports") / f"loadtest-{profile}-{timestamp()}"
     if profile == "capacity":
         from bookgen.acceptance.capacity import run_capacity
@@ -79,6 +86,13 @@ def loadtest(
             user_rate=user_rate,
             processes=processes,
         )
+        click.echo(f"{'users':>6} {'offered':>8} {'req/s':>8} {'p95 ms':>7} {'failures':>8}  step")
+        for step in report.get("steps", []):
+            p95 = "-" if step["p95_ms"] is None else f"{step['p95_ms']:.0f}"
+            click.echo(
+                f"{step['users']:>6} {step['offered_rps']:>8.0f} {step['rps']:>8.1f} {p95:>7} "
+                f"{step['failures']:>8}  {'ok' if step['ok'] else 'BREACH'}"
+            )
         click.echo(f"reports: {folder}")
         figure = float(report.get("capacity_rps", 0.0))
         click.echo(

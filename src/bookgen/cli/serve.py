@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from types import FrameType
 
 import click
@@ -21,6 +22,7 @@ STOP_GRACE_S = 20.0
 QUICK_EXIT_S = 5.0
 MAX_QUICK_EXITS = 5
 _PR_SET_PDEATHSIG = 1
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -31,6 +33,19 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that a SIGINT/SIGTERM ends in exit code 0 after the graceful shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
 
 
 def run_worker(host: str, port: int, *, reuse_port: bool, log_level: str, access_log: bool) -> None:
@@ -44,7 +59,7 @@ def run_worker(host: str, port: int, *, reuse_port: bool, log_level: str, access
         timeout_graceful_shutdown=10,
         backlog=2048,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    _Server(config).run(sockets=[sock])
 
 
 def _die_with_parent() -> None:

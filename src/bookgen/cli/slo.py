@@ -25,7 +25,6 @@ _spec = click.option(
 )
 
 
-
 @click.group()
 def slo() -> None:
     """Generate and check the artefacts derived from slo.yaml."""

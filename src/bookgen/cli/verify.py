@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bookgen.acceptance.locust_run import parse_duration, timestamp
+from bookgen.acceptance.locust_run import exit_on_sigterm, parse_duration, timestamp
 
 
 @click.command("verify")
@@ -39,6 +39,7 @@ def verify(
     thresholds: Path | None,
 ) -> None:
     """Bring the stack up, run the acceptance load while books are written, print the targets."""
+    exit_on_sigterm()
     from bookgen.acceptance.targets import load_targets
     from bookgen.acceptance.verify import VerifyOptions, run_verify
 

@@ -104,6 +104,7 @@ class AccessLog:
         duration_s: float,
         trace_id: int = 0,
         span_id: int = 0,
+        job_id: str | None = None,
     ) -> None:
         """`route_json` is the route already JSON-encoded (cached by the caller)."""
         now = time.time()
@@ -112,6 +113,8 @@ class AccessLog:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         ids = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"' if trace_id else ""
+        if job_id is not None:
+            ids += f', "job_id": {json.dumps(job_id)}'
         self._lines.append(
             f'{{"timestamp": "{self._second_text}.{int((now - second) * 1e6):06d}+00:00", '
             f'"level": "INFO", "logger": "{ACCESS_LOGGER}", '

@@ -6,16 +6,19 @@ Families read at scrape time (runtime gauges, process and GC figures) are collec
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bookgen.instrumentation import catalogue as cat
 
 # Families a collector yields at scrape time instead of an instrument the code updates.
 COLLECTED = frozenset(
     {
+        "bookgen_http_requests_in_flight",
         "bookgen_jobs_queued",
         "bookgen_jobs_running",
         "bookgen_job_oldest_running_age_seconds",
@@ -54,6 +57,17 @@ def bounded(value: str | None, allowed: Iterable[str]) -> str:
     return value if value is not None and value in allowed else cat.OTHER
 
 
+class InFlight(Collector):
+    """Requests being served: a plain integer (no lock on the hot path), read at scrape time."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def collect(self) -> Iterator[Metric]:
+        spec = cat.BY_NAME["bookgen_http_requests_in_flight"]
+        yield GaugeMetricFamily(spec.name, spec.help, value=self.value)
+
+
 class Metrics:
     """Push-side instruments; hot-path children are cached so a request costs no `.labels()`."""
 
@@ -66,7 +80,8 @@ class Metrics:
         }
         self.http_requests = self._get("bookgen_http_requests_total", Counter)
         self.http_duration = self._get("bookgen_http_request_duration_seconds", Histogram)
-        self.http_in_flight = self._get("bookgen_http_requests_in_flight", Gauge)
+        self.in_flight = InFlight()
+        registry.register(self.in_flight)
         self.jobs_submitted = self._get("bookgen_jobs_submitted_total", Counter)
         self.jobs_finished = self._get("bookgen_jobs_finished_total", Counter)
         self.jobs_rejected = self._get("bookgen_jobs_rejected_total", Counter)

@@ -24,6 +24,7 @@ from bookgen.instrumentation.metrics import Metrics
 from bookgen.instrumentation.tracing import UNTRACED_PATHS, Tracing
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MAX_JOB_ID = 64  # longer path segments are not job ids (the route answers 404)
 CLIENT_CLOSED = 499  # no response was sent because the client went away
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -51,7 +52,7 @@ class TelemetryMiddleware:
         self._metrics = metrics
         self._tracing = tracing
         self._access_log = access_log
-        self._in_flight = metrics.http_in_flight
+        self._in_flight = metrics.in_flight
         # id(route) -> (template, JSON-encoded template); routes live as long as the app.
         self._routes: dict[int, tuple[str, str]] = {}
         self._unmatched = (cat.UNMATCHED_ROUTE, encode_route(cat.UNMATCHED_ROUTE))
@@ -79,6 +80,9 @@ class TelemetryMiddleware:
                 status = message["status"]
             await send(message)
 
+        method = scope["method"]
+        if method not in METHODS:
+            method = cat.OTHER
         span: trace.Span | None = None
         token: Token[otel_context.Context] | None = None
         tracing = self._tracing
@@ -93,7 +97,7 @@ class TelemetryMiddleware:
                     context=parent,
                     kind=SpanKind.SERVER,
                     attributes={
-                        "http.request.method": scope["method"],
+                        "http.request.method": method,
                         "url.path": scope["path"],
                         "url.scheme": scope.get("scheme", "http"),
                     },
@@ -101,7 +105,8 @@ class TelemetryMiddleware:
                 token = otel_context.attach(trace.set_span_in_context(span, parent))
             elif parent is not None:
                 token = otel_context.attach(parent)
-        self._in_flight.inc()
+        in_flight = self._in_flight
+        in_flight.value += 1
         try:
             await self.app(scope, receive, send_with_status)
         except asyncio.CancelledError:
@@ -113,12 +118,9 @@ class TelemetryMiddleware:
                 span.record_exception(exc)
             raise
         finally:
-            self._in_flight.dec()
+            in_flight.value -= 1
             duration = perf_counter() - started
             route, route_json = self._route(scope)
-            method = scope["method"]
-            if method not in METHODS:
-                method = cat.OTHER
             status = status or 500
             counter, histogram = self._metrics.http(method, route, str(status))
             counter.inc()
@@ -126,9 +128,16 @@ class TelemetryMiddleware:
             if span is not None:
                 ctx = span.get_span_context()
                 trace_id, span_id = ctx.trace_id, ctx.span_id
-                histogram.observe(duration, {"trace_id": f"{trace_id:032x}"})
-                span.update_name(f"{scope['method']} {route}")
-                span.set_attribute("http.route", route)
+                # Not sampled only if a remote parent said no (the provider follows parents).
+                exemplar = {"trace_id": f"{trace_id:032x}"} if ctx.trace_flags.sampled else None
+                histogram.observe(duration, exemplar)
+                # OpenTelemetry HTTP conventions: "{method} {route}", just "HTTP" when unknown.
+                span_method = "HTTP" if method == cat.OTHER else method
+                if route == cat.UNMATCHED_ROUTE:
+                    span.update_name(span_method)
+                else:
+                    span.update_name(f"{span_method} {route}")
+                    span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
@@ -139,4 +148,10 @@ class TelemetryMiddleware:
             if token is not None:
                 otel_context.detach(token)
             if self._access_log.enabled():
-                self._access_log.write(method, route_json, status, duration, trace_id, span_id)
+                params = scope.get("path_params")
+                job_id = params.get("job_id") if params else None
+                if not isinstance(job_id, str) or len(job_id) > MAX_JOB_ID:
+                    job_id = None
+                self._access_log.write(
+                    method, route_json, status, duration, trace_id, span_id, job_id
+                )

@@ -48,7 +48,11 @@ _MASK_64 = (1 << 64) - 1
 
 @dataclass(frozen=True, slots=True)
 class RequestSampler:
-    """Head sampling of HTTP requests, with the semantics of the standard samplers."""
+    """Head sampling of HTTP requests, with the semantics of the standard samplers.
+
+    A remote parent that was not sampled is always respected (the provider follows parents), so
+    the non-parent-based variants can only drop requests, never record an unsampled trace.
+    """
 
     ratio: float
     parent_based: bool = True

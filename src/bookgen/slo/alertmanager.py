@@ -7,6 +7,7 @@ from typing import Any
 from bookgen.slo import conventions as names
 from bookgen.slo.rules import alerts
 from bookgen.slo.spec import Spec
+from bookgen.slo.yamlio import dump_yaml
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
 RECEIVERS = {"critical": "critical", "warning": "warning", "info": "watchdog"}
@@ -101,6 +102,13 @@ def render(
         ]
         + _examples(),
     }
+
+
+def render_text(
+    spec: Spec, webhook_url: str = names.DEFAULT_WEBHOOK_URL, profile: str = "default"
+) -> str:
+    """The Alertmanager config as YAML text, header included."""
+    return dump_yaml(render(spec, webhook_url, profile))
 
 
 def route_cases(spec: Spec) -> list[tuple[dict[str, str], str]]:

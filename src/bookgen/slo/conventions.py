@@ -99,29 +99,14 @@ def sli_error_rule(window: str) -> str:
     return f"slo:sli_error:ratio_rate{window}"
 
 
-def sli_requests_rule(window: str) -> str:
-    """Total events per second behind an SLI: low traffic shows up next to the ratio."""
-    return f"slo:sli_total:rate{window}"
-
-
 OBJECTIVE_RULE = "slo:objective:ratio"
 ERROR_BUDGET_RULE = "slo:error_budget:ratio"
 BUDGET_REMAINING_RULE = "slo:period_error_budget_remaining:ratio"
-BURN_RATE_RULE_PREFIX = "slo:error_budget:burn_rate"
-
-
-def burn_rate_rule(window: str) -> str:
-    return f"{BURN_RATE_RULE_PREFIX}{window}"
 
 
 def service_rule(metric: str, operation: str) -> str:
     """`level:metric:operation` with the whole service as the level."""
     return f"bookgen:{metric}:{operation}"
-
-
-def worker_rule(metric: str, operation: str) -> str:
-    """`level:metric:operation` kept per worker (scrape target)."""
-    return f"worker:{metric}:{operation}"
 
 
 def anchor(alertname: str) -> str:

@@ -257,7 +257,8 @@ def _service(spec: Spec) -> dashboard.Dashboard:
             [
                 Query(
                     f"sum by (status) (rate(bookgen_http_requests_total{W}[{RATE}]))", "{{status}}"
-                )
+                ),
+                Query(names.service_rule("http_requests", "rate5m"), "all (5m)"),
             ],
             "reqps",
             None,
@@ -480,7 +481,8 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
             "LLM spend (USD per hour)",
             [
                 Query(
-                    f"sum by (gen_ai_request_model) (rate(bookgen_llm_cost_usd_total[{RATE}])) * 3600",
+                    "sum by (gen_ai_request_model) "
+                    f"(rate(bookgen_llm_cost_usd_total[{RATE}])) * 3600",
                     "{{gen_ai_request_model}}",
                 )
             ],
@@ -530,6 +532,7 @@ def _slo(spec: Spec) -> dashboard.Dashboard:
                 [
                     Query(f"{names.sli_error_rule('1h')}{sel}", "1h"),
                     Query(f"{names.ERROR_BUDGET_RULE}{sel}", "budget"),
+                    Query(f"1 - {names.OBJECTIVE_RULE}{sel}", "1 - objective"),
                 ],
                 "percentunit",
             )

@@ -1,4 +1,4 @@
-"""Load-test thresholds for the Locust gate (`loadtests/thresholds.json`, format in the contract)."""
+"""Load-test thresholds for the Locust gate: `loadtests/thresholds.json` (contract format)."""
 
 from __future__ import annotations
 

@@ -25,14 +25,14 @@ def render_all(spec: Spec) -> dict[str, str]:
     """Relative path -> file text, for every generated file."""
     files: dict[str, str] = {}
     for profile in names.PROFILES:
-        files[names.RULES_FILES[profile]] = dump_yaml(rules.render(spec, profile))
+        files[names.RULES_FILES[profile]] = rules.render_text(spec, profile)
         files[names.RULE_TESTS_FILES[profile]] = _rules_test(spec, profile)
-        files[names.ALERTMANAGER_FILES[profile]] = dump_yaml(
-            alertmanager.render(spec, names.DEFAULT_WEBHOOK_URL, profile)
+        files[names.ALERTMANAGER_FILES[profile]] = alertmanager.render_text(
+            spec, names.DEFAULT_WEBHOOK_URL, profile
         )
-    files[names.FAST_PROFILE_FILE] = json.dumps(
-        rules.fast_profile_table(spec), indent=2, sort_keys=True
-    ) + "\n"
+    files[names.FAST_PROFILE_FILE] = (
+        json.dumps(rules.fast_profile_table(spec), indent=2, sort_keys=True) + "\n"
+    )
     files[names.ALERTMANAGER_TESTS_FILE] = _route_tests(spec)
     files[names.RUNBOOK_FILE] = runbook.render(spec)
     files[names.THRESHOLDS_FILE] = dump_json(gates.render(spec))

@@ -14,11 +14,11 @@ from typing import Any
 
 from bookgen.instrumentation.catalogue import BY_NAME
 from bookgen.slo import conventions as names
-from bookgen.slo.rules import Alert, alerts, annotations
+from bookgen.slo.rules import Alert, alert_annotations, alerts
 from bookgen.slo.spec import RatioSLO, Spec
 
 Series = dict[str, str]  # series selector -> promtool values expression
-LONG = 480  # ticks of data in every scenario (8 h in the default profile)
+LONG = 130  # ticks of data in every scenario (2 h 10 min in the default profile)
 
 
 # --- Prometheus template functions, as Prometheus 2.42 formats them ------------------------------
@@ -143,7 +143,8 @@ class World:
         sel = {"method": "GET", "route": "/api/v1/status"}
         self.drop("bookgen_http_requests_total")
         self.set("bookgen_http_requests_total", {**sel, "status": "200"}, _ramp(ok))
-        self.set("bookgen_http_requests_total", {**sel, "status": status}, _ramp(errors))
+        if errors:  # as in a real exposition: an error series appears with the first error
+            self.set("bookgen_http_requests_total", {**sel, "status": status}, _ramp(errors))
 
     def latency(self, fast: float, slow: float, slow_bound: float) -> None:
         buckets = BY_NAME["bookgen_http_request_duration_seconds"].buckets
@@ -163,11 +164,12 @@ class World:
         }
         self.drop("gen_ai_client_operation_duration_seconds_count")
         self.set("gen_ai_client_operation_duration_seconds_count", labels, _ramp(ok))
-        self.set(
-            "gen_ai_client_operation_duration_seconds_count",
-            {**labels, "error_type": "server_error"},
-            _ramp(errors),
-        )
+        if errors:
+            self.set(
+                "gen_ai_client_operation_duration_seconds_count",
+                {**labels, "error_type": "server_error"},
+                _ramp(errors),
+            )
 
     def book_durations(self, per_tick: float, index: int) -> None:
         self.histogram("bookgen_job_duration_seconds", {"outcome": "completed"}, {index: per_tick})
@@ -229,7 +231,7 @@ def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
         slo = spec.slo(slo_name)
         ratio = 0.9 if alert.severity == "critical" else 2 * slo.error_budget
         _bad_ratio(world, slo, ratio)
-        ticks = 10 if alert.severity == "critical" else 420
+        ticks = 10 if alert.severity == "critical" else 30
         return Firing(ticks, ratio, {names.SLO_LABEL: slo_name})
     if alert.key == "api_latency":
         world.latency(fast=0, slow=100, slow_bound=0.5)
@@ -279,7 +281,7 @@ def _exp_alert(spec: Spec, alert: Alert, firing: Firing) -> dict[str, Any]:
     labels = {**firing.labels, "severity": alert.severity}
     rendered = {
         key: render_template(text, firing.value, labels)
-        for key, text in annotations(spec, alert).items()
+        for key, text in alert_annotations(spec, alert).items()
     }
     return {"exp_labels": dict(sorted(labels.items())), "exp_annotations": rendered}
 
@@ -308,6 +310,24 @@ def _silent(all_alerts: list[Alert], spec: Spec, world: World, ticks: int) -> li
     return asserts
 
 
+def _healthy_slis(spec: Spec, world: World) -> list[dict[str, Any]]:
+    """Without errors every SLI is 0 and every budget whole: error series need not exist."""
+    first = names.window_suffix(spec.windows[0])
+    checks = []
+    for record, value in ((names.sli_error_rule(first), 0), (names.BUDGET_REMAINING_RULE, 1)):
+        for slo in sorted(spec.slos):
+            checks.append(
+                {
+                    "expr": f'{record}{{{names.SLO_LABEL}="{slo}"}}',
+                    "eval_time": _duration(120, world),
+                    "exp_samples": [
+                        {"labels": f'{record}{{{names.SLO_LABEL}="{slo}"}}', "value": value}
+                    ],
+                }
+            )
+    return checks
+
+
 def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
     """A promtool test file for the rules file of a profile (path relative to the test file)."""
     scale = spec.profile(profile).time_scale
@@ -319,12 +339,16 @@ def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
     def world(idle: bool = False) -> World:
         return World(spec, tick_s, idle).build()
 
+    healthy = _test(
+        "healthy traffic: only Watchdog fires; SLIs are 0, not empty",
+        world(),
+        _silent(everything, spec, world(), 120),
+    )
+    healthy["promql_expr_test"] = _healthy_slis(spec, world())
     tests = [
+        healthy,
         _test(
-            "healthy traffic: only Watchdog fires", world(), _silent(everything, spec, world(), 420)
-        ),
-        _test(
-            "idle system: only Watchdog fires", world(True), _silent(everything, spec, world(), 420)
+            "idle system: only Watchdog fires", world(True), _silent(everything, spec, world(), 120)
         ),
     ]
     busy = world()

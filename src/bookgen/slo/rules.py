@@ -14,6 +14,7 @@ from typing import Any
 
 from bookgen.slo import conventions as names
 from bookgen.slo.spec import RatioSLO, Spec
+from bookgen.slo.yamlio import dump_yaml
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Alert:
     description: str
     dashboard: str
     window_s: int = 0
+    delay_s: int = 0  # time the condition itself needs after a fault starts (guards, ages)
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -65,8 +67,10 @@ def _sli_error_expr(slo: RatioSLO, window: str) -> str:
             f"\n/\nsum(rate({count}[{window}]))"
         )
     assert slo.errors is not None and slo.total is not None
+    # Error series appear with the first error: without `or vector(0)` a healthy SLI is empty.
     return (
-        f"sum(rate({slo.errors.promql()}[{window}]))\n/\nsum(rate({slo.total.promql()}[{window}]))"
+        f"(sum(rate({slo.errors.promql()}[{window}])) or vector(0))\n/\n"
+        f"sum(rate({slo.total.promql()}[{window}]))"
     )
 
 
@@ -233,13 +237,20 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
     users = t.concurrent_users
     sli = names.sli_error_rule
     jobs = f'job=~"{spec.scrape.api_job}|{spec.scrape.llm_job}"'
+    who = f"{{{{ $labels.{worker} }}}} ({{{{ $labels.instance }}}})"
+    p95_rule = names.service_rule(
+        "http_request_duration_seconds", f"p{q}_{ctx.label(t.api_latency.window)}"
+    )
+    book_rule = names.service_rule("job_duration_seconds", f"p{bq}_{ctx.label(t.book_time.window)}")
+    completed = names.service_rule("jobs_completed", "increase1h")
+    queued = names.service_rule("jobs_queued", "max")
+    rejected = names.service_rule("jobs_rejected", f"increase{ctx.label(users.window)}")
     return [
         Alert(
             key="api_latency",
             name=names.alert_name("APILatencyHigh"),
             severity=t.api_latency.severity,
-            expr=f"{names.service_rule('http_request_duration_seconds', f'p{q}_{ctx.label(t.api_latency.window)}')}"
-            f" > {lat.le}",
+            expr=f"{p95_rule} > {lat.le}",
             for_s=ctx.s(t.api_latency.for_),
             summary=f"API p{q} latency is above the {_ms(lat.bound)} target.",
             description=f"API p{q} latency over {ctx.w(t.api_latency.window)} is "
@@ -306,8 +317,8 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="throughput",
             name=names.alert_name("ThroughputLow"),
             severity=t.throughput.severity,
-            expr=f"{names.service_rule('jobs_completed', 'increase1h')} < {_num(t.throughput.min_per_hour)}\n"
-            f"and on()\nmin_over_time({names.service_rule('jobs_queued', 'max')}[{ctx.w(3600)}]) > 0",
+            expr=f"{completed} < {_num(t.throughput.min_per_hour)}\n"
+            f"and on()\nmin_over_time({queued}[{ctx.w(3600)}]) > 0",
             for_s=ctx.s(t.throughput.for_),
             summary="Fewer books complete than the target while jobs are waiting.",
             description='{{ printf "%.0f" $value }} books completed in the last '
@@ -315,13 +326,13 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             f"{_num(t.throughput.min_per_hour)} per {ctx.w(3600)}.",
             dashboard="bookgen-jobs-llm",
             window_s=ctx.s(3600),
+            delay_s=ctx.s(3600),
         ),
         Alert(
             key="book_time",
             name=names.alert_name("BookDurationHigh"),
             severity=t.book_time.severity,
-            expr=f"{names.service_rule('job_duration_seconds', f'p{bq}_{ctx.label(t.book_time.window)}')}"
-            f" > {book_max}",
+            expr=f"{book_rule} > {book_max}",
             for_s=ctx.s(t.book_time.for_),
             summary=f"Books take longer than {names.format_duration(book_max)} (p{bq}).",
             description=f"p{bq} time from submission to a completed book over "
@@ -337,18 +348,19 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             expr=f"{t.book_time.oldest_running.promql()} > {book_max}",
             for_s=ctx.s(t.book_time.oldest_for),
             summary=f"A job has been running for more than {names.format_duration(book_max)}.",
-            description=f"Worker {{{{ $labels.{worker} }}}} ({{{{ $labels.instance }}}}) runs a job "
+            description=f"Worker {who} runs a job "
             "submitted {{ $value | humanizeDuration }} ago; "
             f"a book should take under {names.format_duration(book_max)}.",
             dashboard="bookgen-jobs-llm",
+            delay_s=book_max,
         ),
         Alert(
             key="rejections",
             name=names.alert_name("RejectionsUnderCapacity"),
             severity=users.severity,
-            expr=f"{names.service_rule('jobs_rejected', f'increase{ctx.label(users.window)}')} > 0\n"
-            f"and on()\nmax_over_time({names.service_rule('jobs_queued', 'max')}"
-            f"[{ctx.w(users.window)}])\n< on() {names.service_rule('job_queue_capacity', 'max')}",
+            expr=f"{rejected} > 0\n"
+            f"and on()\nmax_over_time({queued}[{ctx.w(users.window)}])\n"
+            f"< on() {names.service_rule('job_queue_capacity', 'max')}",
             for_s=ctx.s(users.for_),
             summary="Submissions are refused while the queue has room.",
             description='{{ printf "%.0f" $value }} submissions were refused '
@@ -365,7 +377,8 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             for_s=ctx.s(t.target_down.for_),
             summary="A BookGen scrape target is down.",
             description="Prometheus cannot scrape {{ $labels.job }} target {{ $labels.instance }}"
-            f"{{{{ with $labels.{worker} }}}} (worker {{{{ . }}}}){{{{ end }}}}; up = {{{{ $value }}}}.",
+            f"{{{{ with $labels.{worker} }}}} (worker {{{{ . }}}}){{{{ end }}}}; "
+            "up = {{ $value }}.",
             dashboard="bookgen-overview",
         ),
         Alert(
@@ -422,11 +435,11 @@ def _alert_rule(spec: Spec, alert: Alert) -> dict[str, Any]:
     if alert.for_s:
         rule["for"] = names.format_duration(alert.for_s)
     rule["labels"] = {**alert.labels, "severity": alert.severity}
-    rule["annotations"] = annotations(spec, alert)
+    rule["annotations"] = alert_annotations(spec, alert)
     return rule
 
 
-def annotations(spec: Spec, alert: Alert) -> dict[str, str]:
+def alert_annotations(spec: Spec, alert: Alert) -> dict[str, str]:
     """The one transform that adds links: runbook anchor and dashboard."""
     return {
         "summary": alert.summary,
@@ -455,6 +468,11 @@ def render(spec: Spec, profile: str = "default") -> dict[str, Any]:
     }
 
 
+def render_text(spec: Spec, profile: str = "default") -> str:
+    """The rules file for a profile as YAML text, header included."""
+    return dump_yaml(render(spec, profile))
+
+
 def fast_profile_table(spec: Spec) -> dict[str, Any]:
     """Per-alert `for` and detection bound in the fast profile, for the end-to-end tests."""
     p = spec.profile("fast")
@@ -466,6 +484,8 @@ def fast_profile_table(spec: Spec) -> dict[str, Any]:
             "for_s": a.for_s,
             "window_s": a.window_s,
             "bound_s": 2 * (a.for_s + pipeline),
+            "condition_delay_s": a.delay_s,
+            "bound_with_condition_s": 2 * (a.for_s + pipeline) + a.delay_s,
         }
         for a in alerts(spec, "fast")
     ]
@@ -478,5 +498,10 @@ def fast_profile_table(spec: Spec) -> dict[str, Any]:
         "group_wait_s": p.group_wait,
         "group_interval_s": p.group_interval,
         "bound_formula": "2 * (for_s + scrape_interval_s + evaluation_interval_s + group_wait_s)",
+        "bound_with_condition_formula": "bound_s + condition_delay_s (throughput needs jobs "
+        "waiting for its whole window; a stuck job must first get older than the book-time limit)",
+        "scaling": "every time horizon of the default profile (rule windows, `for`, book-time "
+        "limits, leak horizon, throughput period) divided by time_scale; ratios, request latency "
+        "and bytes unchanged; recording-rule names keep the default window names",
         "alerts": sorted(rows, key=lambda r: (r["alert"], r["severity"])),
     }

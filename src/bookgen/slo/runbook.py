@@ -48,7 +48,8 @@ ENTRIES: dict[str, Entry] = {
         ),
     ),
     "error_rate": Entry(
-        meaning="The share of API requests that failed for the client is above the error-rate target.",
+        meaning="The share of API requests that failed "
+        "for the client is above the error-rate target.",
         causes=(
             "5xx from a bug or an unavailable dependency (database, disk).",
             "429 from the rate limiter or a full queue under normal demand.",
@@ -72,7 +73,8 @@ ENTRIES: dict[str, Entry] = {
         ),
     ),
     "memory": Entry(
-        meaning="A worker process's resident memory is above the per-worker limit; it may be OOM-killed.",
+        meaning="A worker process's resident memory is above "
+        "the per-worker limit; it may be OOM-killed.",
         causes=(
             "A memory leak (caches, retained responses, job state never freed).",
             "Too many concurrent jobs or chapters in one worker.",
@@ -97,7 +99,8 @@ ENTRIES: dict[str, Entry] = {
         ),
     ),
     "throughput": Entry(
-        meaning="Jobs waited during the whole throughput period, yet fewer books than the target completed.",
+        meaning="Jobs waited during the whole throughput period, "
+        "yet fewer books than the target completed.",
         causes=(
             "Workers paused, stuck or crashed while jobs wait in the queue.",
             "The LLM provider slowed down or is failing, so jobs retry.",
@@ -134,7 +137,8 @@ ENTRIES: dict[str, Entry] = {
         ),
     ),
     "rejections": Entry(
-        meaning="Submissions were refused (queue full or rate limited) although the queue never reached its capacity.",
+        meaning="Submissions were refused (queue full or rate "
+        "limited) although the queue never reached its capacity.",
         causes=(
             "The rate limit is too low for the number of concurrent users.",
             "A capacity miscount: the queue figure and the admission check disagree.",

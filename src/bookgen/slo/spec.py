@@ -367,20 +367,20 @@ class Spec(Strict):
         return self.slos[name]
 
 
-def _format_errors(error: ValidationError) -> str:
+def _format_errors(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         lines.append(f"  {where}: {message}")
-    return "slo.yaml is invalid:\n" + "\n".join(lines)
+    return f"{source} is invalid:\n" + "\n".join(lines)
 
 
-def parse_spec(data: object) -> Spec:
+def parse_spec(data: object, source: str = "slo.yaml") -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as error:
-        raise SpecError(_format_errors(error)) from None
+        raise SpecError(_format_errors(error, source)) from None
 
 
 def load_spec(path: Path = DEFAULT_PATH) -> Spec:
@@ -388,4 +388,4 @@ def load_spec(path: Path = DEFAULT_PATH) -> Spec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise SpecError(f"cannot read {path}: {error}") from None
-    return parse_spec(data)
+    return parse_spec(data, str(path))

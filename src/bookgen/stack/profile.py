@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,9 +11,9 @@ from typing import Any
 import yaml
 
 import bookgen
+from bookgen.slo import alertmanager, rules, spec
+from bookgen.slo.spec import Spec
 from bookgen.stack.prometheus import Intervals, seconds
-
-PROFILES = ("fast", "default")
 
 
 def repo_root() -> Path:
@@ -49,36 +48,25 @@ class AlertProfile:
         )
 
 
-def load_spec() -> Any:
-    from bookgen.slo.spec import load_spec as load
-
-    return load(repo_root() / "slo.yaml")
+def load_spec() -> Spec:
+    return spec.load_spec(repo_root() / "slo.yaml")
 
 
 def rules_text(name: str) -> str:
     """The Prometheus rules for profile `name`, rendered from slo.yaml now (never a stale copy)."""
-    from bookgen.slo import rules
-
-    rendered: Any = rules.render(load_spec(), name)
-    if isinstance(rendered, str):
-        return rendered
-    return str(yaml.safe_dump(rendered, sort_keys=False))
+    return str(yaml.safe_dump(rules.render(load_spec(), name), sort_keys=False))
 
 
 def alertmanager_config(webhook_url: str, name: str) -> dict[str, Any]:
     """Alertmanager config posting to `webhook_url`, with the profile's grouping timings."""
-    from bookgen.slo import alertmanager
-
     config: dict[str, Any] = alertmanager.render(load_spec(), webhook_url, name)
     return config
 
 
-def load(name: str, rules: str | None = None) -> AlertProfile:
+def load(name: str, rendered: str | None = None) -> AlertProfile:
     """Timings of profile `name` from slo.yaml and each alert's `for` from its rendered rules."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; expected one of {PROFILES}")
     timings = load_spec().profile(name)
-    groups = yaml.safe_load(rules if rules is not None else rules_text(name))["groups"]
+    groups = yaml.safe_load(rendered if rendered is not None else rules_text(name))["groups"]
     alert_for = {
         rule["alert"]: seconds(rule.get("for", "0s"))
         for group in groups
@@ -93,11 +81,3 @@ def load(name: str, rules: str | None = None) -> AlertProfile:
         group_wait_s=float(timings.group_wait),
         alert_for_s=alert_for,
     )
-
-
-def fast_profile_data() -> dict[str, Any]:
-    """alerts/fast-profile.json as committed (what the e2e bounds are documented from)."""
-    data: dict[str, Any] = json.loads(
-        (repo_root() / "alerts" / "fast-profile.json").read_text(encoding="utf-8")
-    )
-    return data

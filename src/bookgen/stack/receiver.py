@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -142,3 +143,25 @@ def matches(labels: dict[str, str]) -> Callable[[Notification], bool]:
         return all(have.get(k) == v for k, v in labels.items())
 
     return predicate
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bookgen.stack.receiver --port 9095 --out alerts.jsonl` (compose, Kubernetes)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--port", type=int, default=9095)
+    parser.add_argument("--out", type=Path, default=Path("alerts.jsonl"))
+    args = parser.parse_args(argv)
+    receiver = AlertReceiver(args.out, args.port, echo=sys.stdout, host=args.host)
+    print(f"alert receiver on {receiver.url}, recording to {args.out}", flush=True)
+    receiver.start()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        receiver.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -168,6 +168,7 @@ class Stack:
             self._wait_worker_metrics()
             self._start(self._prometheus(prometheus_bin))
             self._wait_targets_up()
+            self._load_rules()
             if self.fast:
                 self._wait_first_notification()
         except BaseException:
@@ -283,18 +284,12 @@ class Stack:
         rules.write_text(rendered, encoding="utf-8")
         self.alert_profile = profile.load(self.profile_name, rendered)
         intervals = self.alert_profile.intervals
-        config = render_prometheus(
-            worker_targets=[f"{HOST}:{p}" for p in self._ports.metrics],
-            llm_target=None if self.llm_base_url else f"{HOST}:{self._ports.sim}",
-            alertmanager_target=f"{HOST}:{self._ports.alertmanager}",
-            rule_files=[str(rules)],
-            intervals=intervals,
-        )
-        path = folder / "prometheus.yml"
-        path.write_text(dump_yaml(config, GENERATED), encoding="utf-8")
+        # Rules are loaded only once every target has been scraped (`_load_rules`): evaluated
+        # earlier, `absent(up)` would fire a false TargetAbsent at start in the fast profile.
+        self._write_prometheus_config(rule_files=[])
         argv = [
             binary,
-            f"--config.file={path}",
+            f"--config.file={folder / 'prometheus.yml'}",
             f"--storage.tsdb.path={self._dir('prometheus/data')}",
             f"--web.listen-address={HOST}:{self._ports.prometheus}",
             f"--web.external-url={self.prometheus_url}",
@@ -307,6 +302,26 @@ class Stack:
         return Component(
             "prometheus", argv, self._log("prometheus"), f"{self.prometheus_url}/-/ready"
         )
+
+    def _write_prometheus_config(self, rule_files: list[str]) -> None:
+        assert self.alert_profile is not None
+        config = render_prometheus(
+            worker_targets=[f"{HOST}:{p}" for p in self._ports.metrics],
+            llm_target=None if self.llm_base_url else f"{HOST}:{self._ports.sim}",
+            alertmanager_target=f"{HOST}:{self._ports.alertmanager}",
+            rule_files=rule_files,
+            intervals=self.alert_profile.intervals,
+        )
+        path = self.run_dir / "prometheus" / "prometheus.yml"
+        path.write_text(dump_yaml(config, GENERATED), encoding="utf-8")
+
+    def _load_rules(self) -> None:
+        self._write_prometheus_config([str(self.run_dir / "prometheus" / "bookgen.rules.yml")])
+        response = httpx.post(f"{self.prometheus_url}/-/reload", timeout=10.0)
+        if not response.is_success:
+            raise StackError(
+                f"Prometheus refused the rules: HTTP {response.status_code} {response.text}"
+            )
 
     # --- readiness beyond one URL ---------------------------------------------------------
     def _wait_worker_metrics(self) -> None:

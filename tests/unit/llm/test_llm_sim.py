@@ -137,6 +137,7 @@ async def test_numbered_line_outline(http: httpx.AsyncClient) -> None:
     lines = text_of(await complete(http, body)).splitlines()
     assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4"]
     assert all(re.match(r"^\d+\. [^:]+: .+\.$", line) for line in lines)
+    assert abs(sum(len(line.split()) for line in lines) - 100) <= 5
 
 
 async def test_streaming_sse_chunks(http: httpx.AsyncClient) -> None:

@@ -138,15 +138,15 @@ class JobRuntime:
 
     # --- claiming -----------------------------------------------------------------------
     async def _poll_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._tick()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 logger.exception("job poll failed")
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+                async with asyncio.timeout(self.settings.poll_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _tick(self) -> None:

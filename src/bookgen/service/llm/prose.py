@@ -191,23 +191,35 @@ def prose(seed: int, words: int) -> str:
     return "\n\n".join(paragraphs)
 
 
-def outline_json(seed: int, chapters: int) -> str:
-    """A JSON outline `{"chapters": [{"title", "synopsis"}, ...]}` with `chapters` entries."""
+def _titles(rng: random.Random, count: int) -> list[str]:
+    """`count` chapter titles, distinct while the vocabulary lasts."""
+    pairs = [f"{a} {n}" for a in TITLE_ADJS for n in TITLE_NOUNS]
+    rng.shuffle(pairs)
+    return [pairs[i % len(pairs)] for i in range(count)]
+
+
+def _synopsis_words(rng: random.Random, chapters: int, words: int | None, overhead: int) -> int:
+    if words:
+        return max(4, round(words / chapters) - overhead)
+    return rng.randint(10, 16)
+
+
+def outline_json(seed: int, chapters: int, words: int | None = None) -> str:
+    """A JSON outline `{"chapters": [{"title", "synopsis"}, ...]}` with `chapters` entries, each
+    synopsis one sentence; about `words` words in all when given."""
     rng = random.Random(seed)
     items = []
-    for i in range(chapters):
-        title = f"{rng.choice(TITLE_ADJS)} {rng.choice(TITLE_NOUNS)}"
-        synopsis = prose(rng.getrandbits(64), rng.randint(18, 30))
-        items.append({"title": f"Chapter {i + 1}: {title}", "synopsis": synopsis})
+    for title in _titles(rng, chapters):
+        length = _synopsis_words(rng, chapters, words, 6)
+        items.append({"title": title, "synopsis": " ".join(_sentence(rng, length)) + "."})
     return json.dumps({"chapters": items}, indent=1)
 
 
-def outline_lines(seed: int, chapters: int) -> str:
-    """`chapters` lines `N. Title: one-sentence synopsis`."""
+def outline_lines(seed: int, chapters: int, words: int | None = None) -> str:
+    """`chapters` lines `N. Title: one-sentence synopsis`; about `words` words in all when given."""
     rng = random.Random(seed)
     lines = []
-    for i in range(chapters):
-        title = f"{rng.choice(TITLE_ADJS)} {rng.choice(TITLE_NOUNS)}"
-        synopsis = " ".join(_sentence(rng, rng.randint(10, 18))) + "."
-        lines.append(f"{i + 1}. {title}: {synopsis}")
+    for i, title in enumerate(_titles(rng, chapters)):
+        length = _synopsis_words(rng, chapters, words, 3)
+        lines.append(f"{i + 1}. {title}: {' '.join(_sentence(rng, length))}.")
     return "\n".join(lines)

@@ -13,9 +13,10 @@ Prompt conventions (the last user message decides):
   ending in periods, in paragraphs separated by blank lines.
 - A message containing `Return a JSON outline` gets a JSON object
   `{"chapters": [{"title": ..., "synopsis": ...}, ...]}` with as many entries as a line
-  `Chapters: N.` asks for (default 5).
+  `Chapters: N.` asks for (default 5); each synopsis is one sentence (10-16 words, or sized so
+  the outline has about `Target length` words when that line is present).
 - A message containing `Return exactly N lines` (the pipeline's outline prompt) gets N lines
-  `i. Title: one-sentence synopsis.`
+  `i. Title: one-sentence synopsis.`, about `Target length` words in all when given.
 - `max_tokens` (or `max_completion_tokens`) is honoured: 1 word = 4/3 tokens; when the answer is
   cut, `finish_reason` is `"length"`, else `"stop"`. Usage: prompt tokens = 4/3 x prompt words,
   completion tokens = ceil(4/3 x completion words).
@@ -104,25 +105,29 @@ def prompt_tokens(messages: list[Message]) -> int:
     return completion_tokens(sum(len(m.text().split()) for m in messages))
 
 
+def _target_words(text: str) -> int | None:
+    found = _TARGET_RE.search(text)
+    if not found:
+        return None
+    digits = re.sub(r"[,_]", "", found.group(1))
+    return max(1, min(MAX_WORDS, int(digits))) if digits else None
+
+
 def compose(req: ChatRequest) -> tuple[str, str]:
     """(text, finish_reason) for a request: deterministic, cut to `max_tokens`."""
     all_text = "\n".join(f"{m.role}:{m.text()}" for m in req.messages)
     seed = seed_for(all_text)
     users = [m for m in req.messages if m.role == "user"]
     last = (users[-1] if users else req.messages[-1]).text()
+    target = _target_words(last)
     if _OUTLINE_MARK in last.lower():
         found = _CHAPTERS_RE.search(last)
         chapters = max(1, min(200, int(found.group(1)))) if found else DEFAULT_CHAPTERS
-        text = outline_json(seed, chapters)
+        text = outline_json(seed, chapters, target)
     elif found_lines := _LINES_RE.search(last):
-        text = outline_lines(seed, max(1, min(200, int(found_lines.group(1)))))
+        text = outline_lines(seed, max(1, min(200, int(found_lines.group(1)))), target)
     else:
-        found = _TARGET_RE.search(last)
-        words = DEFAULT_WORDS
-        if found:
-            digits = re.sub(r"[,_]", "", found.group(1))
-            words = max(1, min(MAX_WORDS, int(digits))) if digits else DEFAULT_WORDS
-        text = prose(seed, words)
+        text = prose(seed, target or DEFAULT_WORDS)
     limit = req.max_tokens or req.max_completion_tokens
     if limit is not None:
         max_words = int(limit * WORDS_PER_TOKEN)

@@ -9,6 +9,7 @@ the API routes; `create_app` attaches it to the resource routers when debug rout
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import random
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 from bookgen.service.settings import Settings, get_settings
 
 MIB = 1024 * 1024
-_CHUNK_MIB = 64
+_CHUNK_MIB = 8
 
 router = APIRouter(prefix="/debug", tags=["debug"])
 
@@ -31,7 +32,7 @@ class FaultState:
 
     latency_s: float = 0.0
     error_ratio: float = 0.0
-    balloon: list[bytearray] = field(default_factory=list)
+    balloon: list[mmap.mmap] = field(default_factory=list)
 
     @property
     def balloon_mib(self) -> int:
@@ -110,20 +111,31 @@ async def set_faults(request: Request, body: FaultsChange) -> dict[str, Any]:
 
 @router.post("/balloon")
 async def inflate(request: Request, body: Balloon) -> dict[str, Any]:
-    """Allocate and touch `mib` MiB more, held until released (resident, not just reserved)."""
+    """Map and touch `mib` MiB more (resident, not just reserved), held until released.
+
+    Filled in a thread, 8 MiB at a time, so the event loop and the metrics endpoint keep
+    answering: a scrape blocked for a second would look like "target down".
+    """
     state = _this_worker(request, body)
     remaining = body.mib
     while remaining > 0:
         size = min(remaining, _CHUNK_MIB)
-        state.balloon.append(bytearray(b"\xa5") * (size * MIB))
+        state.balloon.append(await asyncio.to_thread(_resident, size * MIB))
         remaining -= size
-        await asyncio.sleep(0)
     return _report(request, state)
+
+
+def _resident(size: int) -> mmap.mmap:
+    chunk = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    chunk[:: mmap.PAGESIZE] = b"\x01" * len(range(0, size, mmap.PAGESIZE))  # touch every page
+    return chunk
 
 
 @router.delete("/balloon")
 async def deflate(request: Request, worker: int | None = None) -> dict[str, Any]:
     state = _this_worker(request, Target(worker=worker))
+    for chunk in state.balloon:
+        chunk.close()
     state.balloon.clear()
     return _report(request, state)
 

@@ -1,0 +1,78 @@
+"""Back-pressure and limits: full queue, per-client rate, body size; all 4xx with reasons."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from bookgen.service.store import Store
+from service_helpers import fast_settings, running_app
+
+GENERATE = "/api/v1/biographies/generate"
+SMALL = {"character": "Ada Lovelace", "chapters": 2, "total_words": 1000}
+
+
+async def test_full_queue_is_429_with_retry_after_and_loses_nothing(tmp_path: Path) -> None:
+    async with running_app(fast_settings(tmp_path, max_queue=3)) as (app, client):
+        app.state.runtime.pause()
+        answers = [await client.post(GENERATE, json=SMALL) for _ in range(5)]
+        assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
+        assert int(answers[3].headers["Retry-After"]) > 0
+        assert "queue is full" in answers[3].json()["detail"]
+        store: Store = app.state.store
+        assert await store.count_pending() == 3
+
+
+async def test_rate_limit_is_per_client_with_retry_after(tmp_path: Path) -> None:
+    async with running_app(fast_settings(tmp_path, rate_limit="2/minute")) as (app, client):
+        app.state.runtime.pause()
+        alice = {"X-Client-Id": "alice"}
+        codes = [
+            (await client.post(GENERATE, json=SMALL, headers=alice)).status_code for _ in "abc"
+        ]
+        assert codes == [202, 202, 429]
+        limited = await client.post(GENERATE, json=SMALL, headers=alice)
+        assert limited.status_code == 429
+        assert 0 < int(limited.headers["Retry-After"]) <= 60
+        bob = await client.post(GENERATE, json=SMALL, headers={"X-Client-Id": "bob"})
+        assert bob.status_code == 202
+
+
+async def test_validation_errors_name_field_and_reason(client: httpx.AsyncClient) -> None:
+    response = await client.post(GENERATE, json={"character": "", "chapters": 99})
+    assert response.status_code == 422
+    fields = {e["field"]: e["msg"] for e in response.json()["detail"]}
+    assert "character" in fields and "chapters" in fields
+    assert "50" in fields["chapters"]
+
+
+async def test_manual_mode_needs_sources(client: httpx.AsyncClient) -> None:
+    response = await client.post(GENERATE, json={**SMALL, "mode": "manual"})
+    assert response.status_code == 422
+    assert "source" in response.json()["detail"][0]["msg"]
+    ok = await client.post(
+        GENERATE, json={**SMALL, "mode": "manual", "sources": [{"title": "Notes", "url": None}]}
+    )
+    assert ok.status_code == 202
+
+
+async def test_oversized_body_is_413_by_header(tmp_path: Path) -> None:
+    async with running_app(fast_settings(tmp_path, max_body_bytes=2048)) as (_, client):
+        response = await client.post(GENERATE, json={**SMALL, "character": "x" * 5000})
+        assert response.status_code == 413
+
+
+async def test_oversized_streamed_body_is_413(tmp_path: Path) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 1000
+
+    async with running_app(fast_settings(tmp_path, max_body_bytes=2048)) as (_, client):
+        response = await client.post(
+            GENERATE, content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 413
+        small = await client.post(GENERATE, json=SMALL)
+        assert small.status_code == 202

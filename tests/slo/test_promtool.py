@@ -1,0 +1,121 @@
+"""promtool checks the generated rules and runs the generated unit tests of every alert."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bookgen.slo import conventions as names
+from bookgen.slo import dashboards
+from bookgen.slo.rules import alerts
+from bookgen.slo.spec import Spec
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("profile", names.PROFILES)
+def test_promtool_check_rules(root: Path, profile: str, promtool: str) -> None:
+    result = _run(promtool, "check", "rules", names.RULES_FILES[profile], cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+_RESULTS: dict[str, subprocess.CompletedProcess[str]] = {}
+
+
+def promtool_test(root: Path, profile: str, promtool: str) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` on a profile's generated tests, run once per session."""
+    if profile not in _RESULTS:
+        path = root / names.RULE_TESTS_FILES[profile]
+        _RESULTS[profile] = _run(promtool, "test", "rules", path.name, cwd=path.parent)
+    return _RESULTS[profile]
+
+
+@pytest.mark.parametrize("profile", names.PROFILES)
+def test_promtool_test_rules(root: Path, profile: str, promtool: str) -> None:
+    result = promtool_test(root, profile, promtool)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _cases(path: Path) -> list[dict[str, Any]]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [a for test in data["tests"] for a in test.get("alert_rule_test", [])]
+
+
+def coverage(spec: Spec, root: Path, profile: str) -> tuple[int, list[str]]:
+    """Alert rules, and those lacking a firing case (labels and annotations) or a silent case."""
+    cases = _cases(root / names.RULE_TESTS_FILES[profile])
+    missing = []
+    rules = alerts(spec, profile)
+    for rule in rules:
+        mine = [c for c in cases if c["alertname"] == rule.name]
+        severities = [[e["exp_labels"].get("severity") for e in c["exp_alerts"]] for c in mine]
+        fires = any(
+            e["exp_labels"].get("severity") == rule.severity and e.get("exp_annotations")
+            for c in mine
+            for e in c["exp_alerts"]
+        )
+        silent = any(rule.severity not in found for found in severities)
+        if rule.name == names.WATCHDOG:
+            # always fires by design: it is asserted firing in the healthy and idle cases instead
+            silent = len(mine) >= 3 and all(severities)
+        if not (fires and silent):
+            missing.append(f"{rule.name}/{rule.severity}")
+    return len(rules), missing
+
+
+@pytest.mark.parametrize("profile", names.PROFILES)
+def test_every_alert_has_a_firing_and_a_silent_case(
+    spec: Spec, root: Path, profile: str, promtool: str, report: Callable[[str], None]
+) -> None:
+    assert promtool_test(root, profile, promtool).returncode == 0
+    total, missing = coverage(spec, root, profile)
+    both = total - len(missing) - 1
+    line = (
+        f"[{profile} profile] {total} alerts, {both} with firing and silent cases, "
+        f"plus {names.WATCHDOG} (always fires by design; asserted firing in every case it is "
+        "evaluated, healthy and idle included); promtool test rules passed"
+    )
+    report(line)
+    assert not missing, f"alerts without both cases: {missing}"
+    assert total >= 20
+
+
+def test_watchdog_fires_even_when_healthy_and_idle(root: Path) -> None:
+    cases = _cases(root / names.RULE_TESTS_FILES["default"])
+    watchdog = [c for c in cases if c["alertname"] == names.WATCHDOG]
+    assert len(watchdog) >= 3 and all(c["exp_alerts"] for c in watchdog)
+
+
+def test_a_broken_expectation_fails(root: Path, tmp_path: Path, promtool: str) -> None:
+    """The generated tests can fail: a wrong annotation is caught by promtool."""
+    text = (root / names.RULE_TESTS_FILES["default"]).read_text(encoding="utf-8")
+    broken = text.replace("uses 3GiB of resident memory", "uses 4GiB of resident memory")
+    assert broken != text
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.yml").write_text(broken, encoding="utf-8")
+    rules = root / names.RULES_FILES["default"]
+    (tmp_path / rules.name).write_text(rules.read_text(encoding="utf-8"), encoding="utf-8")
+    result = _run(promtool, "test", "rules", "t.yml", cwd=tmp_path / "tests")
+    assert result.returncode != 0
+    assert "BookGenWorkerMemoryHigh" in result.stdout + result.stderr
+
+
+def test_panel_queries_parse(spec: Spec, tmp_path: Path, promtool: str) -> None:
+    """Every dashboard query is valid PromQL: promtool parses each as a recording rule."""
+    queries = dashboards.panel_queries(spec)
+    rules = [
+        {"record": f"panel:query:n{i}", "expr": expr} for i, (_, _, expr) in enumerate(queries)
+    ]
+    path = tmp_path / "panels.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
+    result = _run(promtool, "check", "rules", path.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in result.stdout

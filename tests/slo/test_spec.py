@@ -1,0 +1,145 @@
+"""slo.yaml validation: the six targets load, and mistakes are refused with clear messages."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bookgen.slo.conventions import format_duration, le_string, parse_duration
+from bookgen.slo.spec import Spec, SpecError, load_spec, parse_spec
+
+
+@pytest.fixture
+def raw(root: Path) -> dict[str, Any]:
+    data = yaml.safe_load((root / "slo.yaml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def _refused(data: dict[str, Any], *fragments: str) -> str:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_targets_and_objectives(spec: Spec) -> None:
+    t = spec.targets
+    latency = spec.slo(t.api_latency.slo).latency
+    assert latency is not None and latency.le == "0.2" and t.api_latency.quantile == 0.95
+    assert spec.slo("availability").objective == 0.99
+    assert spec.slo(t.error_rate.slo).error_budget == 0.01
+    assert t.memory.max_bytes == 2 * 2**30
+    assert t.throughput.min_per_hour == 2
+    assert t.book_time.max_seconds == 1800
+    assert t.concurrent_users.min_users == 10
+    assert spec.slo(t.llm_errors.slo).errors is not None
+    assert [(p.long, p.short, p.factor) for p in spec.burn_rates] == [
+        (3600, 300, 14.4),
+        (6 * 3600, 1800, 6),
+        (86400, 7200, 3),
+        (3 * 86400, 6 * 3600, 1),
+    ]
+
+
+def test_unknown_metric_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["slos"]["availability"]["errors"] = 'bookgen_requests_total{status=~"5.."}'
+    _refused(data, "slos.availability.errors", "unknown metric 'bookgen_requests_total'")
+
+
+def test_unknown_target_metric_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["targets"]["memory"]["metric"] = "process_resident_memory_bytes"
+    _refused(data, "targets.memory.metric", "unknown metric")
+
+
+def test_unknown_label_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["slos"]["availability"]["errors"] = 'bookgen_http_requests_total{code=~"5.."}'
+    _refused(data, "has no label 'code'")
+
+
+@pytest.mark.parametrize("le", ["0.20", "0.25", "200ms", ".2"])
+def test_latency_bound_must_be_a_real_bucket_string(raw: dict[str, Any], le: str) -> None:
+    data = copy.deepcopy(raw)
+    data["slos"]["api_latency"]["latency"]["le"] = le
+    message = _refused(data, "slos.api_latency.latency", f'le "{le}" is not a bucket')
+    assert '"0.2"' not in message or "0.2," in message  # the valid buckets are listed
+
+
+def test_latency_bound_as_a_yaml_number_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["slos"]["api_latency"]["latency"]["le"] = 0.2
+    _refused(data, "slos.api_latency.latency.le", "string")
+
+
+def test_latency_histogram_must_be_a_histogram(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["slos"]["api_latency"]["latency"]["histogram"] = "bookgen_http_requests_total"
+    _refused(data, "is a counter, not a histogram")
+
+
+def test_book_time_limit_must_be_a_bucket(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["targets"]["book_time"]["max_seconds"] = 1700
+    _refused(data, "targets.book_time", 'le "1700.0" is not a bucket')
+
+
+@pytest.mark.parametrize("window", ["5 minutes", "5M", "", "-5m", "1w"])
+def test_bad_window_syntax_refused(raw: dict[str, Any], window: str) -> None:
+    data = copy.deepcopy(raw)
+    data["windows"][0] = window
+    _refused(data, "windows.0", "is not a duration")
+
+
+def test_burn_rate_short_window_must_be_shorter(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["burn_rates"][0] = {"severity": "critical", "long": "5m", "short": "1h", "factor": 14.4}
+    _refused(data, "short window < long window")
+
+
+def test_burn_rate_window_must_be_recorded(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["windows"] = [w for w in data["windows"] if w != "30m"]
+    _refused(data, "burn-rate window 30m not in windows")
+
+
+def test_window_longer_than_period_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["windows"].append("60d")
+    _refused(data, "longer than the SLO period")
+
+
+def test_fast_profile_window_too_short_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["profiles"]["fast"]["time_scale"] = 120
+    _refused(data, "shrinks below 4 scrape intervals in profile fast")
+
+
+def test_objective_out_of_range_and_unknown_keys_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["slos"]["availability"]["objective"] = 99
+    data["slos"]["availability"]["objectve"] = 0.99
+    _refused(data, "slos.availability.objective", "slos.availability.objectve")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_duration_and_le_formatting() -> None:
+    assert parse_duration("1h30m") == 5400
+    assert format_duration(3 * 86400) == "3d"
+    assert format_duration(4320) == "1h12m"
+    assert le_string(0.2) == "0.2"
+    assert le_string(1800.0) == "1800.0"
+    assert le_string(float("inf")) == "+Inf"
+    assert le_string(67108864.0) == "6.7108864e+07"
