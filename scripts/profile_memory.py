@@ -245,12 +245,15 @@ def report(profiles: list[Profile], target: float | None) -> str:
         start = p.rss_mib[0] if p.rss_mib else 0.0
         end = p.rss_mib[-1] if p.rss_mib else 0.0
         verdict = "LEAK?" if p.leak_suspected else "ok"
+        traced = bool(p.traced_mib)  # tracemalloc sees this process only, not a server's
+        traced_peak = f"{p.peak_traced_mib:.2f}M" if traced else "-"
+        traced_slope = f"{p.traced_slope_mib_per_round:+.4f}M" if traced else "-"
         if target is not None and p.peak_rss_mib >= target:
             verdict += " OVER-TARGET"
         lines.append(
             f"{p.test:<11} {p.rounds:>6} {start:>8.1f}M {end:>7.1f}M {p.peak_rss_mib:>7.1f}M "
-            f"{p.peak_traced_mib:>10.2f}M {p.rss_slope_mib_per_round:>+14.3f}M "
-            f"{p.traced_slope_mib_per_round:>+11.4f}M  {verdict}"
+            f"{traced_peak:>11} {p.rss_slope_mib_per_round:>+14.3f}M "
+            f"{traced_slope:>12}  {verdict}"
         )
         lines.append(f"{'':<11} {p.unit}{'; ' + p.notes if p.notes else ''}")
     if target is not None:

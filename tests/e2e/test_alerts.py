@@ -78,21 +78,10 @@ def keep_failing(api_url: str, every_s: float) -> Callable[[threading.Event], No
         with httpx.Client(base_url=api_url, timeout=5.0) as client:
             while not stop.is_set():
                 with contextlib.suppress(httpx.HTTPError):
-                    assert client.get("/debug/fail").status_code == 500
+                    client.get("/debug/fail")
                 stop.wait(every_s)
 
     return body
-
-
-def latency_is_wired(api: ApiFaults, api_url: str) -> bool:
-    """Whether the added-latency switch reaches the API routes (app.py attaches it)."""
-    api.latency(0.3)
-    try:
-        started = time.monotonic()
-        httpx.get(f"{api_url}/api/v1/status", timeout=5.0)
-        return time.monotonic() - started >= 0.3
-    finally:
-        api.latency(0.0)
 
 
 def test_clean_run_of_normal_load_raises_no_alert_but_watchdog(
@@ -138,13 +127,19 @@ def test_every_dashboard_panel_query_returns_data_from_live_prometheus(
     assert empty == {}, empty
 
 
-def test_error_rate_and_llm_errors_fire_and_resolve(
+def test_api_latency_error_rate_and_llm_errors_fire_and_resolve(
     stack: Stack, load: NormalLoad, api: ApiFaults, sim: SimFaults
 ) -> None:
     record(
         run_together(
             stack,
             [
+                Scenario(
+                    "0.4 s added to every API route",
+                    lambda: api.latency(0.4),
+                    lambda: api.latency(0.0),
+                    [Expect("api latency", "BookGenAPILatencyHigh", {"severity": "warning"})],
+                ),
                 Scenario(
                     "4 requests a second to /debug/fail (answers 500)",
                     lambda: None,
@@ -201,8 +196,6 @@ def test_stuck_jobs_throughput_rejections_and_memory_fire_and_resolve(
 ) -> None:
     spec = load_spec()
     balloon = spec.targets.memory.max_bytes // MIB + 256
-    book_limit = spec.scaled(spec.targets.book_time.max_seconds, "fast")
-    hour = spec.scaled(3600, "fast")
     record(
         run_together(
             stack,
@@ -216,13 +209,11 @@ def test_stuck_jobs_throughput_rejections_and_memory_fire_and_resolve(
                             "stuck job",
                             "BookGenJobRunningTooLong",
                             {"severity": "warning", "job": "bookgen"},
-                            inherent_s=book_limit,
                         ),
                         Expect(
                             "throughput",
                             "BookGenThroughputLow",
                             {"severity": "warning"},
-                            inherent_s=hour,
                         ),
                     ],
                 ),
@@ -273,24 +264,6 @@ def test_a_worker_that_stops_answering_scrapes_fires_target_down(
                         {"severity": "critical", "job": "bookgen", "worker": "1"},
                     )
                 ],
-            ),
-        )
-    )
-
-
-def test_added_latency_fires_api_latency_and_resolves(
-    stack: Stack, load: NormalLoad, api: ApiFaults
-) -> None:
-    if not latency_is_wired(api, stack.api_url):
-        pytest.skip("app.py does not attach debug.injected_faults to the API routers yet")
-    record(
-        run(
-            stack,
-            Scenario(
-                "0.4 s added to every API route",
-                lambda: api.latency(0.4),
-                lambda: api.latency(0.0),
-                [Expect("api latency", "BookGenAPILatencyHigh", {"severity": "warning"})],
             ),
         )
     )

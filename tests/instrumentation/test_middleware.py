@@ -149,3 +149,19 @@ async def test_access_log_names_the_job(tmp_path: Path) -> None:
         inst.telemetry.access_log.flush()
     [line] = [json.loads(x) for x in stream.getvalue().splitlines() if "bookgen.access" in x]
     assert line["job_id"] == 'abc"def' and line["status"] == 404
+
+
+async def test_build_app_attaches_telemetry_only_when_on(tmp_path: Path) -> None:
+    from bookgen.asgi import build_app
+
+    off = build_app(fast_settings(tmp_path, telemetry=False))
+    assert not hasattr(off.state, "telemetry")
+    assert type(off.state.hooks).__name__ == "Hooks"
+    on = build_app(fast_settings(tmp_path, telemetry=True))
+    assert type(on.state.hooks).__name__ == "TelemetryHooks"
+    transport = httpx.ASGITransport(app=off)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/metrics")).status_code == 404
+    transport = httpx.ASGITransport(app=on)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert "bookgen_http_requests_total" in (await client.get("/metrics")).text

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from telemetry_helpers import CHARACTER, GENERATE, catalogue_problems, free_port
+from telemetry_helpers import CHARACTER, GENERATE, catalogue_problems, free_port, free_ports
 
 pytestmark = pytest.mark.realserver
 
@@ -111,6 +111,9 @@ def test_live_metrics_hold_the_whole_catalogue(tmp_path: Path) -> None:
     assert (sample(text, "bookgen_process_resident_memory_bytes", {}) or 0) > 20e6
     # exemplars: only in the OpenMetrics exposition
     assert "# {trace_id=" in om and "# {trace_id=" not in text
+    exemplars = [line.split("{")[0] for line in om.splitlines() if "# {trace_id=" in line]
+    assert "bookgen_http_request_duration_seconds_bucket" in exemplars
+    assert "gen_ai_client_operation_duration_seconds_bucket" in exemplars
     assert om.rstrip().endswith("# EOF")
     # the per-worker port serves the same process's registry
     assert 'bookgen_build_info{python_version="' in worker and 'worker="0"' in worker
@@ -125,10 +128,10 @@ def test_live_metrics_hold_the_whole_catalogue(tmp_path: Path) -> None:
 
 
 def test_each_worker_is_its_own_scrape_target(tmp_path: Path) -> None:
-    metrics_base = free_port()
+    metrics_base = free_ports(2)
     env = {"BOOKGEN_METRICS_PORT_BASE": str(metrics_base)}
     with bookgen_serve(tmp_path, env, workers=2):
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         texts: dict[int, str] = {}
         while len(texts) < 2 and time.monotonic() < deadline:
             for index in (0, 1):
@@ -137,7 +140,8 @@ def test_each_worker_is_its_own_scrape_target(tmp_path: Path) -> None:
                     texts[index] = httpx.get(url, timeout=2).text
                 except httpx.TransportError:
                     time.sleep(0.2)
-    assert sorted(texts) == [0, 1], "both workers serve their own metrics port"
+    log = (tmp_path / "serve.log").read_text()[-3000:]
+    assert sorted(texts) == [0, 1], f"both workers serve their own metrics port\n{log}"
     for index, text in texts.items():
         info = {"worker": str(index)}
         assert sample(text, "bookgen_build_info", info) == 1

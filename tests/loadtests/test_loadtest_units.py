@@ -114,3 +114,23 @@ def test_profiles_build_locust_commands(tmp_path: Path) -> None:
     assert "StressTestUser" in argv and argv[argv.index("--shape") + 1] == "step"
     assert argv[argv.index("--run-time") + 1] == "30s"
     assert "--html" in argv and "--csv" in argv and "--json-file" in argv
+
+
+def test_shapes_in_a_subprocess() -> None:
+    """The shape functions (importing Locust monkey-patches, so not in this process)."""
+    import subprocess
+
+    code = """
+import sys
+sys.path.insert(0, "loadtests")
+import shapes
+assert shapes.steady(5, 10, 10, 60) == (10, 10) and shapes.steady(61, 10, 10, 60) is None
+assert [shapes.step(t, 30, 5, 60, 10, 10)[0] for t in (0, 10, 25, 59)] == [10, 20, 30, 30]
+assert shapes.spike(0, 50, 5, 60)[0] == 10 and shapes.spike(30, 50, 5, 60)[0] == 50
+assert shapes.soak(0, 10, 1, 600)[0] == 1 and shapes.soak(300, 10, 1, 600)[0] == 10
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

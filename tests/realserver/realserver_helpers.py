@@ -61,7 +61,9 @@ class ServerProcess:
             "warning",
         ]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+        self.process = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=log, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import signal
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ async def stored(database_url: str, job_id: str) -> tuple[Any, list[Any]]:
 def test_sigkill_mid_job_then_restart_completes_every_chapter_once(
     serve: ServerFactory, database_url: str
 ) -> None:
-    slow = {"BOOKGEN_SIM__TOKENS_PER_SECOND": 300, "BOOKGEN_CHAPTER_CONCURRENCY": 2}
+    slow = {"BOOKGEN_SIM__TOKENS_PER_SECOND": 700, "BOOKGEN_CHAPTER_CONCURRENCY": 2}
     server = serve(database_url, **slow)
     job_id = httpx.post(f"{server.url}/api/v1/biographies/generate", json=FIVE).json()["job_id"]
     deadline = time.monotonic() + 60
@@ -103,6 +104,6 @@ def test_workers_share_the_port_and_stop_cleanly(serve: ServerFactory, tmp_path:
         for _ in range(40)
     }
     assert seen == {0, 1}
-    server.process.send_signal(signal.SIGINT)
+    os.killpg(server.process.pid, signal.SIGINT)  # Ctrl+C: the whole process group
     assert server.process.wait(timeout=30) == 0
     assert not any(alive(pid) for pid in workers)

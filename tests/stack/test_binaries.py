@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bookgen.stack import binaries
+from bookgen.stack.supervisor import Stack
 
 
 def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,3 +28,14 @@ def test_debian_names_are_found_when_installed() -> None:
     except binaries.MissingBinaryError:
         pytest.skip("Alertmanager is not installed")
     assert path.endswith(("prometheus-alertmanager", "alertmanager"))
+
+
+def test_stack_start_without_prometheus_says_how_to_install_and_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(binaries.shutil, "which", lambda *a, **k: None)
+    stack = Stack(tmp_path / "run")
+    with pytest.raises(binaries.MissingBinaryError, match="apt-get install prometheus"):
+        stack.start()
+    assert stack.components == []
+    assert not (tmp_path / "run").exists()

@@ -57,19 +57,6 @@ async def sample(client: httpx.AsyncClient, name: str, **labels: str) -> float:
     return total
 
 
-def faults_wired(app: FastAPI) -> bool:
-    """Whether create_app attached `debug.injected_faults` to the API routes."""
-    for route in app.routes:
-        if getattr(route, "path", "") == "/health":
-            deps = getattr(route, "dependant", None)
-            calls = [d.call for d in deps.dependencies] if deps is not None else []
-            return debug.injected_faults in calls
-    return False
-
-
-needs_wiring = "app.py must include the API routers with Depends(debug.injected_faults)"
-
-
 async def test_debug_routes_are_absent_unless_enabled(tmp_path: Path) -> None:
     application = build_app(settings(tmp_path, debug_routes=False))
     transport = httpx.ASGITransport(app=application)
@@ -125,9 +112,7 @@ async def test_paused_workers_leave_a_submitted_job_queued(client: httpx.AsyncCl
     await client.post("/debug/resume")
 
 
-async def test_added_latency_slows_api_routes(app: FastAPI, client: httpx.AsyncClient) -> None:
-    if not faults_wired(app):
-        pytest.skip(needs_wiring)
+async def test_added_latency_slows_api_routes(client: httpx.AsyncClient) -> None:
     await client.put("/debug/faults", json={"latency_s": 0.3})
     started = time.monotonic()
     assert (await client.get("/health")).status_code == 200
@@ -138,9 +123,7 @@ async def test_added_latency_slows_api_routes(app: FastAPI, client: httpx.AsyncC
     await client.put("/debug/faults", json={"latency_s": 0.0})
 
 
-async def test_error_ratio_fails_api_routes(app: FastAPI, client: httpx.AsyncClient) -> None:
-    if not faults_wired(app):
-        pytest.skip(needs_wiring)
+async def test_error_ratio_fails_api_routes(client: httpx.AsyncClient) -> None:
     await client.put("/debug/faults", json={"error_ratio": 1.0})
     assert (await client.get("/api/v1/status")).status_code == 500
     await client.put("/debug/faults", json={"error_ratio": 0.0})

@@ -27,37 +27,33 @@ class Generations:
         self.count = count
         self.body = {"chapters": chapters, "total_words": words}
         self.submitted = 0
-        self.completed = 0
         self.running_samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="generations", daemon=True)
-        self._active: set[str] = set()
 
     def _submit(self, client: httpx.Client) -> None:
         body = {"character": CHARACTERS[self.submitted % len(CHARACTERS)], **self.body}
         headers = {"X-Client-Id": f"capacity-{uuid.uuid4().hex[:12]}"}
         response = client.post("/api/v1/biographies/generate", json=body, headers=headers)
         if response.status_code == 202:
-            self._active.add(response.json()["job_id"])
             self.submitted += 1
 
+    def _count(self, client: httpx.Client, state: str) -> int:
+        params: dict[str, str | int] = {"status": state, "page_size": 1}
+        return int(client.get("/api/v1/biographies", params=params).json().get("total", 0))
+
     def _loop(self) -> None:
+        """Two light requests every 2 s: top up to `count` jobs waiting or running."""
         with httpx.Client(base_url=self.host, timeout=10.0) as client:
             for _ in range(100_000):  # bounded; each pass sleeps
                 if self._stop.is_set():
                     return
                 try:
-                    for job_id in list(self._active):
-                        state = client.get(f"/api/v1/biographies/{job_id}/status").json()
-                        if state.get("status") in ("completed", "failed", "cancelled"):
-                            self._active.discard(job_id)
-                            self.completed += state.get("status") == "completed"
-                    while len(self._active) < self.count and not self._stop.is_set():
+                    running = self._count(client, "in_progress")
+                    waiting = self._count(client, "pending")
+                    self.running_samples.append(running)
+                    for _ in range(max(0, self.count - running - waiting)):
                         self._submit(client)
-                    page = client.get(
-                        "/api/v1/biographies", params={"status": "in_progress", "page_size": 1}
-                    ).json()
-                    self.running_samples.append(int(page.get("total", 0)))
                 except (httpx.HTTPError, ValueError, KeyError):
                     pass
                 self._stop.wait(2.0)
@@ -124,6 +120,8 @@ def run_capacity(
     user_rate: float = 5.0,
     p95_ms: float | None = None,
     processes: int = 0,
+    settle_s: float = 20.0,
+    database_url: str | None = None,
 ) -> dict[str, Any]:
     """Run the capacity search; returns the capacity report (also written as capacity.json)."""
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +134,7 @@ def run_capacity(
             env = {
                 "BOOKGEN_JOB_CONCURRENCY": str(max(1, generations)),
                 "BOOKGEN_MAX_QUEUE": str(max(200, generations * 4)),
-                "BOOKGEN_LLM_MAX_CONCURRENCY": "256",
+                **({"BOOKGEN_DATABASE_URL": database_url} if database_url else {}),
             }
             server = stack.enter_context(
                 ServeProcess(report_dir / "serve", 1, env, llm_url=f"{sim.url}/v1")
@@ -146,6 +144,7 @@ def run_capacity(
         books = stack.enter_context(Generations(host, generations))
         running = books.wait_running()
         print(f"capacity: {running} generations running on {host}", flush=True)
+        time.sleep(settle_s)  # past the burst of 32 outlines and first chapters
         steps = max(1, max_users // step_users)
         run = LocustRun(
             "capacity",
@@ -161,7 +160,9 @@ def run_capacity(
                 "--no-gate",
             ],
         )  # fmt: skip
+        first = len(books.running_samples)
         code = run.run(echo=False)
+        during = books.running_samples[first:] or [0]
         stack.callback(cancel_all, host)
         path = report_dir / "capacity.json"
         report: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
@@ -170,8 +171,9 @@ def run_capacity(
                 "locust_exit_code": code,
                 "host": host,
                 "generations_target": generations,
-                "generations_running_min": min(books.running_samples or [0]),
-                "generations_running_samples": books.running_samples[-50:],
+                "generations_running_min": min(during),
+                "generations_running_max": max(during),
+                "generations_running_samples": during[-100:],
                 "command": " ".join(run.argv()),
             }
         )

@@ -36,15 +36,26 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, except that a SIGINT/SIGTERM ends in exit code 0 after the graceful shutdown."""
+    """uvicorn, except that a stop signal ends in exit code 0 after the graceful shutdown.
+
+    A supervised worker handles SIGTERM only and ignores SIGINT: a Ctrl+C reaches the whole
+    process group, and the supervisor's SIGTERM must be the one signal a worker gets (uvicorn
+    treats a second signal as "exit now", skipping the clean hand-back of running jobs).
+    """
+
+    def __init__(self, config: uvicorn.Config, signals: tuple[signal.Signals, ...]) -> None:
+        super().__init__(config)
+        self.signals = signals
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        originals = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in self.signals}
+        ignored = [sig for sig in HANDLED_SIGNALS if sig not in self.signals]
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in ignored}
         try:
             yield
         finally:
-            for sig, handler in originals.items():
+            for sig, handler in {**originals, **previous}.items():
                 signal.signal(sig, handler)
 
 
@@ -59,7 +70,8 @@ def run_worker(host: str, port: int, *, reuse_port: bool, log_level: str, access
         timeout_graceful_shutdown=10,
         backlog=2048,
     )
-    _Server(config).run(sockets=[sock])
+    signals = (signal.SIGTERM,) if reuse_port else HANDLED_SIGNALS
+    _Server(config, signals).run(sockets=[sock])
 
 
 def _die_with_parent() -> None:

@@ -39,7 +39,8 @@ def up(workers: int, fast: bool, api_port: int | None, faults: bool, run_dir: Pa
     from bookgen.stack.supervisor import Stack
 
     stack = Stack(run_dir, workers, fast, api_port, faults=faults, echo=sys.stdout)
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job ignores it
+        signal.signal(sig, _terminate)
     click.echo(f"starting the stack in {stack.run_dir} ...")
     try:
         stack.start()

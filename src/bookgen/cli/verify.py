@@ -20,6 +20,12 @@ from bookgen.acceptance.locust_run import exit_on_sigterm, parse_duration, times
 )
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option(
+    "--fast/--default-rules",
+    default=True,
+    show_default=True,
+    help="Alert rules of the fast profile (time horizons scaled down) or the production ones.",
+)
+@click.option(
     "--report-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Default reports/verify-<timestamp>.",
@@ -34,6 +40,7 @@ def verify(
     words: int,
     book_wait: str,
     workers: int,
+    fast: bool,
     report_dir: Path | None,
     slo_path: Path | None,
     thresholds: Path | None,
@@ -56,5 +63,10 @@ def verify(
         book_words=words,
         book_wait_s=parse_duration(book_wait),
         workers=workers,
+        fast=fast,
     )
-    raise SystemExit(run_verify(options, targets))
+    try:
+        code = run_verify(options, targets)
+    except (RuntimeError, OSError) as exc:  # the stack could not start: say which part and why
+        raise click.ClickException(f"verify could not run: {exc}") from None
+    raise SystemExit(code)

@@ -34,7 +34,7 @@ GENAI_TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1, 4, 16 … 6710
 EVENT_LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 # Bounded label values the service produces; series for these exist at zero from start.
-HTTP_METHODS = ("GET", "POST")
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")  # pre-created per route that allows them
 UNMATCHED_ROUTE = "unmatched"
 JOB_OUTCOMES = ("completed", "failed", "cancelled")
 REJECT_REASONS = ("queue_full", "rate_limited", "invalid")

@@ -144,8 +144,11 @@ class AccessLog:
             return
         handler = self._handler
         with handler.lock or threading.Lock():
-            handler.stream.write("".join(batch))
-            handler.stream.flush()
+            try:
+                handler.stream.write("".join(batch))
+                handler.stream.flush()
+            except (OSError, ValueError):  # stream closed at interpreter exit: nothing to do
+                pass
 
     def close(self) -> None:
         self._stop.set()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,6 +21,7 @@ from bookgen.service.hooks import Hooks
 from bookgen.service.jobs import JobRuntime
 from bookgen.service.llm.client import LLMClient
 from bookgen.service.llm.sim import create_sim_app
+from bookgen.service.pipeline.export import RenderedBooks
 from bookgen.service.routes import biographies, health, sources, status
 from bookgen.service.routes.health import VERSION
 from bookgen.service.settings import Settings, SimSettings, get_settings
@@ -42,7 +43,11 @@ class EmbeddedSim:
 
     def __init__(self, settings: SimSettings) -> None:
         config = uvicorn.Config(
-            create_sim_app(settings), log_level="warning", access_log=False, lifespan="off"
+            create_sim_app(settings),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
         )
         self.server = _SignalFreeServer(config)
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -171,12 +176,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.hooks = Hooks()
     app.state.submission_limiter = SubmissionLimiter(settings.rate_limit)
+    app.state.rendered_books = RenderedBooks()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _invalid)
-    for module in (health, status, biographies, sources):
-        app.include_router(module.router)
+    faults: list[Any] = []
     if settings.debug_routes and importlib.util.find_spec("bookgen.service.routes.debug"):
         from bookgen.service.routes import debug
 
         app.include_router(debug.router)
+        faults = [Depends(debug.injected_faults)]  # injected latency/errors for drills
+    for module in (health, status, biographies, sources):
+        app.include_router(module.router, dependencies=faults)
     return app

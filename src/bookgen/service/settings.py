@@ -72,7 +72,9 @@ class Settings(BaseSettings):
 
     # Work scheduling
     job_concurrency: int = Field(default=8, ge=1, description="jobs run at once per process")
-    chapter_concurrency: int = Field(default=20, ge=1, description="chapters written at once per job")
+    chapter_concurrency: int = Field(
+        default=20, ge=1, description="chapters written at once per job"
+    )
     max_queue: int = Field(default=200, ge=1, description="pending jobs before 429")
     job_lease_s: float = Field(default=30.0, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)

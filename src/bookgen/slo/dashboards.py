@@ -128,12 +128,12 @@ def _series(
     return panel
 
 
-def _base(uid: str) -> dashboard.Dashboard:
+def _base(spec: Spec, uid: str) -> dashboard.Dashboard:
     worker = (
         dashboard.QueryVariable("worker")
         .label("Worker")
         .datasource(DS)
-        .query('label_values(up{job="bookgen"}, worker)')
+        .query(f'label_values(up{{job="{spec.scrape.api_job}"}}, {spec.scrape.worker_label})')
         .include_all(True)
         .multi(True)
         .all_value(".*")
@@ -169,7 +169,7 @@ def _overview(spec: Spec) -> dashboard.Dashboard:
     rejected = Query(names.service_rule("jobs_rejected", "increase5m"), "refused / 5m")
     llm_err = Query(f'{names.sli_error_rule("5m")}{{slo="{t.llm_errors.slo}"}}', "LLM errors")
     layout = Layout()
-    d = _base("bookgen-overview")
+    d = _base(spec, "bookgen-overview")
     stats = [
         ("API p95 latency", p95, "s", Limit(lat.bound), f"target: p{q} under {lat.le} s"),
         ("API error ratio", errors, "percentunit", Limit(err.error_budget), err.description),
@@ -231,7 +231,12 @@ def _overview(spec: Spec) -> dashboard.Dashboard:
         _series(
             layout,
             "Scrape targets up",
-            [Query('up{job=~"bookgen|bookgen-llm"}', "{{job}} {{worker}}")],
+            [
+                Query(
+                    f'up{{job=~"{spec.scrape.api_job}|{spec.scrape.llm_job}"}}',
+                    "{{job}} {{worker}}",
+                )
+            ],
             "short",
         )
     )
@@ -244,7 +249,7 @@ def _service(spec: Spec) -> dashboard.Dashboard:
     h = lat.histogram
     mem = spec.targets.memory
     layout = Layout()
-    d = _base("bookgen-service")
+    d = _base(spec, "bookgen-service")
     panels = [
         (
             "Requests per second by route",
@@ -343,7 +348,7 @@ def _service(spec: Spec) -> dashboard.Dashboard:
 def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
     t = spec.targets
     layout = Layout()
-    d = _base("bookgen-jobs-llm")
+    d = _base(spec, "bookgen-jobs-llm")
     genai = "gen_ai_client_operation_duration_seconds"
     panels = [
         (
@@ -497,7 +502,7 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
 
 def _slo(spec: Spec) -> dashboard.Dashboard:
     layout = Layout()
-    d = _base("bookgen-slo")
+    d = _base(spec, "bookgen-slo")
     for name, slo in sorted(spec.slos.items()):
         sel = f'{{slo="{name}"}}'
         d = d.with_panel(
@@ -542,7 +547,7 @@ def _slo(spec: Spec) -> dashboard.Dashboard:
 
 def _alerts(spec: Spec) -> dashboard.Dashboard:
     layout = Layout()
-    d = _base("bookgen-alerts")
+    d = _base(spec, "bookgen-alerts")
     firing = 'ALERTS{alertstate="firing"}'
     d = d.with_panel(
         _stat(
@@ -637,7 +642,11 @@ def dashboard_provisioning() -> dict[str, Any]:
                 "disableDeletion": True,
                 "allowUiUpdates": False,
                 "updateIntervalSeconds": 30,
-                "options": {"path": "dashboards", "foldersFromFilesStructure": False},
+                # mount this repository's dashboards/ here
+                "options": {
+                    "path": "/var/lib/grafana/dashboards/bookgen",
+                    "foldersFromFilesStructure": False,
+                },
             }
         ],
     }

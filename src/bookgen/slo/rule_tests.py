@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,6 +278,50 @@ def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
     raise KeyError(f"no promtool scenario for alert {alert.key}")
 
 
+NearMiss = tuple[str, int, Callable[[World], None]]
+
+
+def _near_misses(spec: Spec) -> dict[str, NearMiss]:
+    """Per threshold alert, a breach-like world just on the good side of its target."""
+    t = spec.targets
+    rss = t.memory.metric.metric
+    lat = spec.slo(t.api_latency.slo).latency
+    assert lat is not None
+    err_budget = spec.slo(t.error_rate.slo).error_budget
+    llm_budget = spec.slo(t.llm_errors.slo).error_budget
+
+    def latency(w: World) -> None:
+        w.latency(fast=0, slow=100, slow_bound=lat.bound)  # every request just within the bound
+
+    def errors(w: World) -> None:
+        w.requests(ok=100 * (1 - err_budget / 2), errors=100 * err_budget / 2)
+
+    def llm(w: World) -> None:
+        w.llm(ok=100 * (1 - llm_budget / 2), errors=100 * llm_budget / 2)
+
+    def memory(w: World) -> None:
+        w.set(rss, {}, _flat(t.memory.max_bytes * 0.95))
+
+    def slow_growth(w: World) -> None:
+        w.set(rss, {}, _ramp(2**20, 2**30))  # 1 MiB per tick: far from the limit in the horizon
+
+    def book(w: World) -> None:
+        w.book_durations(0.1, w.book_bucket(above=False))
+
+    def stuck(w: World) -> None:
+        w.set(t.book_time.oldest_running.metric, {}, _flat(w.book_max * 0.9))
+
+    return {
+        "api_latency": ("every request just within the latency bound", 10, latency),
+        "error_rate": ("errors at half the budget", 10, errors),
+        "llm_errors": ("LLM errors at half the budget", 10, llm),
+        "memory": ("RSS at 95% of the limit", 10, memory),
+        "memory_leak": ("RSS growing slowly", 90, slow_growth),
+        "book_time": ("books just within the time limit", 90, book),
+        "job_stuck": ("a job at 90% of the time limit", 40, stuck),
+    }
+
+
 def _exp_alert(spec: Spec, alert: Alert, firing: Firing) -> dict[str, Any]:
     labels = {**firing.labels, "severity": alert.severity}
     rendered = {
@@ -370,6 +415,11 @@ def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
             _silent([a for a in everything if a.key == "rejections"], spec, full, 10),
         )
     )
+    for key, (title, ticks, change) in _near_misses(spec).items():
+        w = world()
+        change(w)
+        chosen = [a for a in everything if a.key == key]
+        tests.append(_test(f"{title}: {chosen[0].name} silent", w, _silent(chosen, spec, w, ticks)))
     for alert in everything:
         w = world()
         firing = _scenario(spec, alert, w)

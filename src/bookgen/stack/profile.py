@@ -35,13 +35,24 @@ class AlertProfile:
     name: str
     intervals: Intervals
     group_wait_s: float
-    # alertname -> its `for` in seconds, as rendered for this profile.
-    alert_for_s: Mapping[str, float] = field(default_factory=dict)
+    # (alertname, severity) -> its `for` in seconds, as rendered for this profile.
+    alert_for_s: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
-    def detection_bound_s(self, alertname: str) -> float:
+    def for_s(self, alertname: str, severity: str | None = None) -> float:
+        """`for` of the alert; give the severity where one name has several (burn rates)."""
+        found = {
+            sev: value
+            for (name, sev), value in self.alert_for_s.items()
+            if name == alertname and severity in (None, sev)
+        }
+        if len(found) != 1:
+            raise KeyError(f"{alertname} (severity {severity}): {len(found)} rules match")
+        return next(iter(found.values()))
+
+    def detection_bound_s(self, alertname: str, severity: str | None = None) -> float:
         """2 x (for + scrape interval + evaluation interval + group_wait): the e2e bound."""
         return 2 * (
-            self.alert_for_s[alertname]
+            self.for_s(alertname, severity)
             + seconds(self.intervals.scrape)
             + seconds(self.intervals.evaluation)
             + self.group_wait_s
@@ -68,7 +79,7 @@ def load(name: str, rendered: str | None = None) -> AlertProfile:
     timings = load_spec().profile(name)
     groups = yaml.safe_load(rendered if rendered is not None else rules_text(name))["groups"]
     alert_for = {
-        rule["alert"]: seconds(rule.get("for", "0s"))
+        (rule["alert"], rule["labels"]["severity"]): seconds(rule.get("for", "0s"))
         for group in groups
         for rule in group["rules"]
         if "alert" in rule

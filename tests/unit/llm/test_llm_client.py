@@ -459,3 +459,48 @@ async def test_rate_limited_sim_recovers_through_retries(
         assert hooks.retries == ["rate_limited"]
         assert 0.05 <= sleeps[0] <= 0.056
         await client.aclose()
+
+
+async def test_cancelled_call_is_marked(hooks: RecordingHooks) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(10)
+        return httpx.Response(200, json=ok_body())
+
+    client = make_client(httpx.MockTransport(handler), hooks)
+    task = asyncio.create_task(client.chat(MESSAGES))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hooks.calls[0].error_type == "cancelled"
+    assert client.in_flight == 0
+    await client.aclose()
+
+
+async def test_stream_request_answered_with_plain_json(hooks: RecordingHooks) -> None:
+    transport, _ = scripted([httpx.Response(200, json=ok_body())])
+    client = make_client(transport, hooks, llm_stream=True)
+    result = await client.chat(MESSAGES)
+    assert result.text == "Hello there."
+    assert result.output_tokens == 500
+    assert hooks.calls[0].time_to_first_chunk_s is not None
+    await client.aclose()
+
+
+async def test_sse_error_chunk_raises(hooks: RecordingHooks) -> None:
+    good = 'data: {"choices":[{"index":0,"delta":{"content":"Hi."}}]}\n\n'
+    bad = 'data: {"error":{"message":"overloaded","code":503}}\n\n'
+    sse = {"content-type": "text/event-stream"}
+    transport, seen = scripted(
+        [
+            httpx.Response(200, headers=sse, content=(good + bad).encode()),
+            httpx.Response(200, headers=sse, content=(good + "data: [DONE]\n\n").encode()),
+        ]
+    )
+    client = make_client(transport, hooks, llm_stream=True)
+    result = await client.chat(MESSAGES)
+    assert result.text == "Hi."
+    assert len(seen) == 2
+    assert hooks.retries == ["server_error"]
+    assert hooks.calls[0].error_type == "503"
+    await client.aclose()

@@ -51,3 +51,16 @@ def test_file_name_is_safe() -> None:
     name = file_name('../Ada "Countess" Lovelace/\r\n', "0123456789abcdef", "md")
     assert name == "Ada_Countess_Lovelace_01234567.md"
     assert file_name("漢字", "abcdef0123", "txt") == "biography_abcdef01.txt"
+
+
+def test_rendered_books_evict_least_recent_by_size() -> None:
+    from bookgen.service.pipeline.export import RenderedBooks
+
+    books = RenderedBooks(max_bytes=10)
+    books.put("a", "txt", b"12345")
+    books.put("b", "txt", b"12345")
+    assert books.get("a", "txt") == b"12345"  # a is now the most recent
+    books.put("c", "txt", b"123")
+    assert books.get("b", "txt") is None and books.get("a", "txt") is not None
+    books.put("huge", "txt", b"x" * 11)
+    assert books.get("huge", "txt") is None and books.size <= 10

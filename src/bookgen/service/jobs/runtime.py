@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,6 +71,7 @@ class JobRuntime:
         self._queued = 0
         self._poller: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_reclaim_scan = -math.inf
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,6 +152,12 @@ class JobRuntime:
             self._wake.clear()
 
     async def _tick(self) -> None:
+        self._queued = await self.store.count_pending()
+        # Claiming is a write: try it when work is queued, or now and then for lapsed leases.
+        now = time.monotonic()
+        if self._queued == 0 and now - self._last_reclaim_scan < self.settings.job_lease_s / 2:
+            return
+        self._last_reclaim_scan = now
         while (
             not self._stopping
             and not self.paused
@@ -161,7 +169,7 @@ class JobRuntime:
             info = job_info(job)
             task = asyncio.create_task(self._run(job, info), name=f"bookgen-job-{job.id[:8]}")
             self._running[job.id] = _Running(info, task)
-        self._queued = await self.store.count_pending()
+            self._queued = max(0, self._queued - 1)
 
     # --- running ------------------------------------------------------------------------
     async def _heartbeat(self, job_id: str) -> None:

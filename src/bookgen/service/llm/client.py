@@ -339,6 +339,9 @@ class LLMClient:
                     error_type=type(exc).__name__,
                     reason="connection",
                 ) from None
+            except asyncio.CancelledError:
+                c.error_type = "cancelled"  # the job was cancelled or the worker is stopping
+                raise
             except Exception as exc:
                 c.error_type = type(exc).__name__
                 raise
@@ -374,6 +377,11 @@ class LLMClient:
         resp = await self._http.post("chat/completions", json=payload)
         if resp.status_code >= 400:
             raise self._status_error(resp.status_code, resp.headers, resp.content)
+        return self._parse_body(resp)
+
+    def _parse_body(
+        self, resp: httpx.Response
+    ) -> tuple[str, dict[str, Any] | None, str | None, str | None]:
         try:
             data = resp.json()
         except ValueError:
@@ -416,6 +424,12 @@ class LLMClient:
             if resp.status_code >= 400:
                 body = await resp.aread()
                 raise self._status_error(resp.status_code, resp.headers, body)
+            content_type = resp.headers.get("content-type", "")
+            if "json" in content_type and "event-stream" not in content_type:
+                # A server that ignores `stream: true` answers with one JSON body.
+                await resp.aread()
+                ttfc = time.perf_counter() - started
+                return (*self._parse_body(resp), ttfc)
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, `: keep-alive` comments, `event:` lines

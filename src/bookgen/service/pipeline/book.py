@@ -41,17 +41,20 @@ class PlannedSection:
     target: int
 
 
-def plan(spec: BookSpec, outline: Outline) -> list[PlannedSection]:
-    """Introduction (0), chapters (1..n), epilogue (n+1)."""
-    sections = [PlannedSection(0, "introduction", "Introduction", "", spec.frame_words)]
-    for number, entry in enumerate(outline, start=1):
-        sections.append(
-            PlannedSection(
-                number, "chapter", entry["title"], entry["synopsis"], spec.words_per_chapter
-            )
-        )
-    sections.append(PlannedSection(spec.chapters + 1, "epilogue", "Epilogue", "", spec.frame_words))
-    return sections
+def frame(spec: BookSpec) -> list[PlannedSection]:
+    """Introduction (0) and epilogue (n+1): they need no outline."""
+    return [
+        PlannedSection(0, "introduction", "Introduction", "", spec.frame_words),
+        PlannedSection(spec.chapters + 1, "epilogue", "Epilogue", "", spec.frame_words),
+    ]
+
+
+def chapters(spec: BookSpec, outline: Outline) -> list[PlannedSection]:
+    """Chapters 1..n from the outline."""
+    return [
+        PlannedSection(number, "chapter", entry["title"], entry["synopsis"], spec.words_per_chapter)
+        for number, entry in enumerate(outline, start=1)
+    ]
 
 
 async def _open_gate() -> None:
@@ -131,11 +134,11 @@ class BookWriter:
         outline: Outline | None = None,
         done: Collection[int] = (),
     ) -> None:
-        """Write every section not in `done`; resumes from a stored outline when given one."""
-        if outline is None:
-            outline, usage = await self.outline(spec, job)
-            await sink.save_outline(outline, usage)
-        todo = [p for p in plan(spec, outline) if p.index not in done]
+        """Write every section not in `done`; resumes from a stored outline when given one.
+
+        The introduction and epilogue start at once, beside the outline call, and take no chapter
+        slot; chapters start as soon as the outline exists, up to `chapter_concurrency` at a time.
+        """
         slots = asyncio.Semaphore(self.chapter_concurrency)
 
         async def bounded(planned: PlannedSection) -> None:
@@ -144,8 +147,15 @@ class BookWriter:
 
         try:
             async with asyncio.TaskGroup() as group:
-                for planned in todo:
-                    group.create_task(bounded(planned))
+                for planned in frame(spec):
+                    if planned.index not in done:
+                        group.create_task(self.section(spec, job, planned, sink))
+                if outline is None:
+                    outline, usage = await self.outline(spec, job)
+                    await sink.save_outline(outline, usage)
+                for planned in chapters(spec, outline):
+                    if planned.index not in done:
+                        group.create_task(bounded(planned))
         except BaseExceptionGroup as failures:
             raise _first(failures) from None
 

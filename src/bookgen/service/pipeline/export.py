@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,3 +79,27 @@ def render(fmt: str, character: str, sections: Sequence[Section]) -> bytes:
 def file_name(character: str, job_id: str, fmt: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "_", character).strip("_")[:60] or "biography"
     return f"{slug}_{job_id[:8]}.{fmt}"
+
+
+class RenderedBooks:
+    """LRU of rendered downloads: a completed book never changes, and DOCX costs CPU to build."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def get(self, job_id: str, fmt: str) -> bytes | None:
+        content = self.entries.get((job_id, fmt))
+        if content is not None:
+            self.entries.move_to_end((job_id, fmt))
+        return content
+
+    def put(self, job_id: str, fmt: str, content: bytes) -> None:
+        if len(content) > self.max_bytes or (job_id, fmt) in self.entries:
+            return
+        self.entries[(job_id, fmt)] = content
+        self.size += len(content)
+        while self.size > self.max_bytes:
+            _, evicted = self.entries.popitem(last=False)
+            self.size -= len(evicted)

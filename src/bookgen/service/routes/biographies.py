@@ -32,20 +32,20 @@ from bookgen.service.pipeline import export
 from bookgen.service.store import JobRow
 from bookgen.service.store.models import utcnow
 
-router = APIRouter(prefix="/api/v1/biographies", tags=["biographies"])
+PREFIX = "/api/v1/biographies"
+router = APIRouter(prefix=PREFIX, tags=["biographies"])
 
 QUEUE_FULL_RETRY_AFTER_S = 30
 MAX_ID_LENGTH = 64
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown job"}}
 
 
-def _paths(request: Request, job_id: str) -> tuple[str, str]:
-    status_url = request.app.url_path_for("job_status", job_id=job_id)
-    download_url = request.app.url_path_for("download", job_id=job_id)
-    return str(status_url), str(download_url)
+def _paths(job_id: str) -> tuple[str, str]:
+    # Formatted, not url_path_for: this runs on the hottest route.
+    return f"{PREFIX}/{job_id}/status", f"{PREFIX}/{job_id}/download"
 
 
-def to_status(request: Request, job: JobRow) -> JobStatus:
+def to_status(job: JobRow) -> JobStatus:
     sections = job.chapters + 2
     percentage = 100.0 if job.status == "completed" else 100 * job.sections_completed / sections
     return JobStatus(
@@ -71,7 +71,7 @@ def to_status(request: Request, job: JobRow) -> JobStatus:
         started_at=job.started_at,
         completed_at=job.completed_at,
         error=job.error,
-        download_url=_paths(request, job.id)[1] if job.status == "completed" else None,
+        download_url=_paths(job.id)[1] if job.status == "completed" else None,
     )
 
 
@@ -96,7 +96,6 @@ def _too_many(hooks: HooksDep, reason: str, detail: str, retry_after: int) -> HT
 )
 async def generate(
     body: GenerateRequest,
-    request: Request,
     settings: SettingsDep,
     store: StoreDep,
     runtime: RuntimeDep,
@@ -129,7 +128,7 @@ async def generate(
     )
     await store.add_job(job)
     runtime.wake()
-    status_url, download_url = _paths(request, job_id)
+    status_url, download_url = _paths(job_id)
     eta = job.created_at + timedelta(seconds=runtime.estimate_seconds(chapters, total_words))
     return JobCreated(
         job_id=job_id,
@@ -147,7 +146,6 @@ async def generate(
 
 @router.get("", summary="List jobs, newest first")
 async def list_jobs(
-    request: Request,
     store: StoreDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -157,7 +155,7 @@ async def list_jobs(
         status=job_status, offset=(page - 1) * page_size, limit=page_size
     )
     return JobPage(
-        items=[to_status(request, row) for row in rows],
+        items=[to_status(row) for row in rows],
         total=total,
         page=page,
         page_size=page_size,
@@ -166,17 +164,15 @@ async def list_jobs(
 
 
 @router.get("/{job_id}/status", name="job_status", responses=NOT_FOUND)
-async def job_status(job_id: str, request: Request, store: StoreDep) -> JobStatus:
-    return to_status(request, await _job_or_404(store, job_id))
+async def job_status(job_id: str, store: StoreDep) -> JobStatus:
+    return to_status(await _job_or_404(store, job_id))
 
 
 @router.post(
     "/{job_id}/cancel",
     responses={**NOT_FOUND, 409: {"description": "the job already finished"}},
 )
-async def cancel(
-    job_id: str, request: Request, store: StoreDep, runtime: RuntimeDep, hooks: HooksDep
-) -> JobStatus:
+async def cancel(job_id: str, store: StoreDep, runtime: RuntimeDep, hooks: HooksDep) -> JobStatus:
     before = await _job_or_404(store, job_id)
     if before.status not in ("pending", "in_progress"):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is already {before.status}")
@@ -190,7 +186,7 @@ async def cancel(
         # Nobody runs a pending job, so nobody else reports its end.
         duration = (utcnow() - job.created_at).total_seconds()
         hooks.job_finished(job_info(job), "cancelled", duration)
-    return to_status(request, job)
+    return to_status(job)
 
 
 @router.get(
@@ -200,6 +196,7 @@ async def cancel(
 )
 async def download(
     job_id: str,
+    request: Request,
     store: StoreDep,
     fmt: Annotated[Literal["txt", "md", "docx"], Query(alias="format")] = "txt",
 ) -> Response:
@@ -209,13 +206,14 @@ async def download(
         if job.status == "failed" and job.error:
             reason = f"job failed ({job.error}); there is no book to download"
         raise HTTPException(status.HTTP_400_BAD_REQUEST, reason)
-    sections = [
-        export.Section(s.index, s.kind, s.title, s.text) for s in await store.sections(job.id)
-    ]
-    if fmt == "docx":
-        content = await asyncio.to_thread(export.to_docx, job.character, sections)
-    else:
-        content = export.render(fmt, job.character, sections)
+    books: export.RenderedBooks = request.app.state.rendered_books
+    content = books.get(job.id, fmt)
+    if content is None:
+        sections = [
+            export.Section(s.index, s.kind, s.title, s.text) for s in await store.sections(job.id)
+        ]
+        content = await asyncio.to_thread(export.render, fmt, job.character, sections)
+        books.put(job.id, fmt, content)
     name = export.file_name(job.character, job.id, fmt)
     return Response(
         content,
