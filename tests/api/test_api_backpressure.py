@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 
 from bookgen.service.store import Store
 from service_helpers import fast_settings, running_app
@@ -76,3 +79,16 @@ async def test_oversized_streamed_body_is_413(tmp_path: Path) -> None:
         assert response.status_code == 413
         small = await client.post(GENERATE, json=SMALL)
         assert small.status_code == 202
+
+
+async def test_store_outage_is_503_with_retry_after(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(job_id: str) -> None:
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(app.state.store, "get_job", broken)
+    response = await client.get(f"/api/v1/biographies/{'0' * 32}/status")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "SELECT" not in response.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import random
 import threading
@@ -33,6 +34,19 @@ def _load_checks() -> ModuleType:
 
 
 checks = _load_checks()
+
+
+def p95_target_ms() -> float:
+    """The strictest route group's p95 target (thresholds generated from slo.yaml)."""
+    path = ROOT / "loadtests" / "thresholds.json"
+    if path.is_file():
+        return min(float(v) for v in json.loads(path.read_text())["p95_ms"].values())
+    from bookgen.slo.spec import load_spec
+
+    spec = load_spec(ROOT / "slo.yaml")
+    latency = spec.slo(spec.targets.api_latency.slo).latency
+    assert latency is not None
+    return float(latency.le) * 1000.0
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bookgen.acceptance.locust_run import LocustRun, loadtests_dir
 from bookgen.acceptance.server import ServeProcess, SimProcess
@@ -128,6 +129,7 @@ def run_capacity(
     if p95_ms is None:  # the strictest route group's p95 target, generated from slo.yaml
         thresholds = json.loads((loadtests_dir() / "thresholds.json").read_text())
         p95_ms = min(float(v) for v in thresholds["p95_ms"].values())
+    server_pids: list[int] = []
     with ExitStack() as stack:
         if host is None:
             sim = stack.enter_context(SimProcess(report_dir / "sim"))
@@ -140,11 +142,14 @@ def run_capacity(
                 ServeProcess(report_dir / "serve", 1, env, llm_url=f"{sim.url}/v1")
             )
             host = server.url
+            server_pids = server.pids()
         finished_book(host)
         books = stack.enter_context(Generations(host, generations))
         running = books.wait_running()
         print(f"capacity: {running} generations running on {host}", flush=True)
+        idle_cpu, idle_t = cpu_seconds(server_pids), time.monotonic()
         time.sleep(settle_s)  # past the burst of 32 outlines and first chapters
+        generations_cpu_rate = (cpu_seconds(server_pids) - idle_cpu) / (time.monotonic() - idle_t)
         steps = max(1, max_users // step_users)
         run = LocustRun(
             "capacity",
@@ -161,7 +166,11 @@ def run_capacity(
             ],
         )  # fmt: skip
         first = len(books.running_samples)
+        cpu_before, run_t = cpu_seconds(server_pids), time.monotonic()
         code = run.run(echo=False)
+        cpu_used = cpu_seconds(server_pids) - cpu_before
+        # What the requests cost: the run's CPU less what the generations alone were using.
+        http_cpu = cpu_used - generations_cpu_rate * (time.monotonic() - run_t)
         during = books.running_samples[first:] or [0]
         stack.callback(cancel_all, host)
         path = report_dir / "capacity.json"
@@ -177,5 +186,29 @@ def run_capacity(
                 "command": " ".join(run.argv()),
             }
         )
+        served = locust_requests(report_dir / "stats.json")
+        if server_pids and served:
+            # Machine-independent-ish: what one request of the mix costs the API process.
+            report["generations_cpu_share_of_a_core"] = generations_cpu_rate
+            report["api_cpu_ms_per_request"] = 1000.0 * http_cpu / served
+            report["projected_rps_per_core"] = served / http_cpu if http_cpu > 0 else None
         path.write_text(json.dumps(report, indent=2))
         return report
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def locust_requests(stats_json: Path) -> int:
+    """Requests Locust sent in the whole run (its --json-file output)."""
+    if not stats_json.is_file():
+        return 0
+    return sum(int(entry.get("num_requests", 0)) for entry in json.loads(stats_json.read_text()))

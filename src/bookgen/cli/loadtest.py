@@ -105,6 +105,13 @@ def loadtest(
             f"{report.get('generations_running_min')}..{report.get('generations_running_max')} "
             "generations running during the measurement"
         )
+        if report.get("api_cpu_ms_per_request"):
+            click.echo(
+                f"API process CPU: {report['api_cpu_ms_per_request']:.2f} ms per request of the "
+                f"mix -> {report['projected_rps_per_core']:.0f} req/s per fully available core; "
+                f"the generations alone used {report['generations_cpu_share_of_a_core']:.0%} "
+                "of a core"
+            )
         raise SystemExit(0 if figure > 0 else 1)
     if host is None:
         raise click.UsageError("--host is required for this profile (e.g. http://127.0.0.1:8000)")

@@ -9,6 +9,15 @@ import click
 from bookgen.slo.generate import stale, write_all
 from bookgen.slo.spec import SpecError, load_spec
 
+
+def _deploy_files(root: Path) -> dict[str, str]:
+    """Container deploy configs that embed the generated rules, when ROOT is a checkout."""
+    if not (root / "deploy").is_dir():
+        return {}
+    from bookgen.stack import deploy  # the slo package must not import stack; the CLI may
+
+    return {name: render() for name, render in deploy.GENERATED.items()}
+
 _root = click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -40,6 +49,12 @@ def generate(root: Path, spec_path: Path | None) -> None:
     except SpecError as error:
         raise click.ClickException(str(error)) from None
     written = write_all(spec, root)
+    for rel, text in _deploy_files(root).items():
+        path = root / rel
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            written.append(rel)
     for rel in written:
         click.echo(f"wrote {rel}")
     click.echo(f"{len(written)} file(s) written; the others were up to date.")
@@ -54,7 +69,11 @@ def check(root: Path, spec_path: Path | None) -> None:
         spec = load_spec(spec_path or root / "slo.yaml")
     except SpecError as error:
         raise click.ClickException(str(error)) from None
-    out_of_date = stale(spec, root)
+    out_of_date = list(stale(spec, root))
+    for rel, text in _deploy_files(root).items():
+        path = root / rel
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            out_of_date.append(rel)
     if out_of_date:
         for rel in out_of_date:
             click.echo(f"stale: {rel}", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookgen.service.deps import SubmissionLimiter
@@ -22,12 +23,13 @@ from bookgen.service.jobs import JobRuntime
 from bookgen.service.llm.client import LLMClient
 from bookgen.service.llm.sim import create_sim_app
 from bookgen.service.pipeline.export import RenderedBooks
-from bookgen.service.routes import biographies, health, sources, status
+from bookgen.service.routes import biographies, debug, health, sources, status
 from bookgen.service.routes.health import VERSION
 from bookgen.service.settings import Settings, SimSettings, get_settings
 from bookgen.service.store import Store
 
 GENERATE_PATH = "/api/v1/biographies/generate"
+logger = logging.getLogger("bookgen.api")
 
 
 class _SignalFreeServer(uvicorn.Server):
@@ -45,6 +47,7 @@ class EmbeddedSim:
         config = uvicorn.Config(
             create_sim_app(settings),
             log_level="warning",
+            log_config=None,  # keep the process's logging as configured (JSON logs when instrumented)
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=2,
@@ -140,6 +143,15 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("store error on %s: %s", request.url.path, type(exc).__name__)
+    return JSONResponse(
+        {"detail": "the job store is unavailable; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -179,10 +191,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rendered_books = RenderedBooks()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(DBAPIError, _store_unavailable)
     faults: list[Any] = []
-    if settings.debug_routes and importlib.util.find_spec("bookgen.service.routes.debug"):
-        from bookgen.service.routes import debug
-
+    if settings.debug_routes:
         app.include_router(debug.router)
         faults = [Depends(debug.injected_faults)]  # injected latency/errors for drills
     for module in (health, status, biographies, sources):

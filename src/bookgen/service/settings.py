@@ -40,6 +40,9 @@ class SimSettings(BaseModel):
     stall_s: float = Field(default=0.0, ge=0, le=3600)
     latency_s: float = Field(default=0.0, ge=0, le=3600)
     hang_s: float = Field(default=150.0, ge=0, le=3600)
+    # Like a real model, prose misses the asked length by up to this fraction (deterministic per
+    # prompt), so the pipeline's length validation is exercised on every run, not only in tests.
+    length_error: float = Field(default=0.08, ge=0, le=0.5)
 
 
 class Settings(BaseSettings):
@@ -72,8 +75,10 @@ class Settings(BaseSettings):
 
     # Work scheduling
     job_concurrency: int = Field(default=8, ge=1, description="jobs run at once per process")
+    # At least a default book's 22 sections, so no section waits for a second wave; the
+    # process-wide llm_max_concurrency is what bounds the total.
     chapter_concurrency: int = Field(
-        default=20, ge=1, description="chapters written at once per job"
+        default=32, ge=1, description="sections written at once per job"
     )
     max_queue: int = Field(default=200, ge=1, description="pending jobs before 429")
     job_lease_s: float = Field(default=30.0, gt=0)

@@ -58,7 +58,8 @@ class SimServer:
 async def sim_server() -> AsyncIterator[SimServer]:
     """The simulated model on a real uvicorn server, 127.0.0.1 and a free port."""
     app = create_sim_app(
-        SimSettings(tokens_per_second=400, time_to_first_token_s=0.2, jitter=0.0), seed=1
+        SimSettings(tokens_per_second=400, time_to_first_token_s=0.2, jitter=0.0, length_error=0.0),
+        seed=1,
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

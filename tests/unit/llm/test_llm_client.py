@@ -403,7 +403,9 @@ async def test_ping() -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_chat_against_sim_asgi(stream: bool, hooks: RecordingHooks) -> None:
-    app = create_sim_app(SimSettings(tokens_per_second=5000, time_to_first_token_s=0.0))
+    app = create_sim_app(
+        SimSettings(tokens_per_second=5000, time_to_first_token_s=0.0, length_error=0.0)
+    )
     client = LLMClient(
         Settings(), hooks, base_url="http://sim/v1", transport=httpx.ASGITransport(app=app)
     )

@@ -18,7 +18,9 @@ from bookgen.service.llm.prose import outline_json, prose
 from bookgen.service.llm.sim import create_sim_app
 from bookgen.service.settings import SimSettings
 
-FAST = SimSettings(tokens_per_second=20_000, time_to_first_token_s=0.0, jitter=0.0)
+FAST = SimSettings(
+    tokens_per_second=20_000, time_to_first_token_s=0.0, jitter=0.0, length_error=0.0
+)
 
 
 def ask(words: int | None = None, extra: str = "Write about Ada Lovelace.") -> dict[str, Any]:
@@ -86,6 +88,21 @@ async def test_word_count_within_5_percent_of_target(http: httpx.AsyncClient, ta
     assert abs(words - target) <= 0.05 * target
     assert data["choices"][0]["finish_reason"] == "stop"
     assert data["usage"]["completion_tokens"] == -(-words * 4 // 3)
+
+
+async def test_length_error_strays_within_its_bound_deterministically() -> None:
+    app = create_sim_app(FAST.model_copy(update={"length_error": 0.2}), seed=11)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim"
+    ) as client:
+        counts = []
+        for topic in ("Ada", "Babbage", "Somerville", "Byron", "Faraday", "Herschel"):
+            body = ask(1000, extra=f"Write about {topic}.")
+            first = len(text_of(await complete(client, body)).split())
+            assert len(text_of(await complete(client, body)).split()) == first
+            counts.append(first)
+    assert all(800 <= c <= 1200 for c in counts)
+    assert any(abs(c - 1000) > 50 for c in counts), counts  # it really misses, beyond ±5 %
 
 
 async def test_default_length_without_target(http: httpx.AsyncClient) -> None:

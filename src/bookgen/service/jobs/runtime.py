@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import DBAPIError
+
 from bookgen.service.hooks import Hooks, JobInfo
 from bookgen.service.jobs.execution import StoreSink, book_spec, job_info
 from bookgen.service.pipeline.book import BookWriter
@@ -24,6 +26,7 @@ from bookgen.service.store.models import utcnow
 logger = logging.getLogger("bookgen.jobs")
 
 ERROR_LIMIT = 500
+MAX_RUNS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +199,15 @@ class JobRuntime:
             self._wake.set()
 
     async def _execute(self, job: JobRow, info: JobInfo) -> None:
-        done = {s.index for s in await self.store.sections(job.id)}
+        if job.runs > MAX_RUNS:
+            # A job that keeps taking its workers down must not do so forever.
+            reason = f"gave up after {MAX_RUNS} interrupted runs"
+            if await self.store.finish(job.id, self.owner, "failed", reason):
+                self._finished(info, "failed")
+            return
         sink = StoreSink(self.store, job.id, self.owner)
         try:
+            done = {s.index for s in await self.store.sections(job.id)}
             await self.writer.write(book_spec(job), info, sink, outline=job.outline, done=done)
         except asyncio.CancelledError:
             if self._stopping and not self._running[job.id].cancelled:
@@ -208,6 +217,13 @@ class JobRuntime:
             return
         except LeaseLost:
             await self._finished_elsewhere(info)
+            return
+        except DBAPIError as error:
+            # The store, not the job, failed: leave the lease to lapse so the job is resumed.
+            kind = type(error.orig).__name__ if error.orig is not None else type(error).__name__
+            logger.warning(
+                "store error; job left to resume", extra={"job_id": job.id, "error_type": kind}
+            )
             return
         except Exception as error:
             logger.warning(

@@ -113,8 +113,11 @@ def _target_words(text: str) -> int | None:
     return max(1, min(MAX_WORDS, int(digits))) if digits else None
 
 
-def compose(req: ChatRequest) -> tuple[str, str]:
-    """(text, finish_reason) for a request: deterministic, cut to `max_tokens`."""
+def compose(req: ChatRequest, length_error: float = 0.0) -> tuple[str, str]:
+    """(text, finish_reason) for a request: deterministic, cut to `max_tokens`.
+
+    Prose misses its target by a seeded factor within ±`length_error`, as a real model does.
+    """
     all_text = "\n".join(f"{m.role}:{m.text()}" for m in req.messages)
     seed = seed_for(all_text)
     users = [m for m in req.messages if m.role == "user"]
@@ -127,7 +130,12 @@ def compose(req: ChatRequest) -> tuple[str, str]:
     elif found_lines := _LINES_RE.search(last):
         text = outline_lines(seed, max(1, min(200, int(found_lines.group(1)))), target)
     else:
-        text = prose(seed, target or DEFAULT_WORDS)
+        words = target or DEFAULT_WORDS
+        if length_error > 0:
+            words = max(
+                1, round(words * random.Random(seed).uniform(1 - length_error, 1 + length_error))
+            )
+        text = prose(seed, words)
     limit = req.max_tokens or req.max_completion_tokens
     if limit is not None:
         max_words = int(limit * WORDS_PER_TOKEN)
@@ -255,7 +263,7 @@ def create_sim_app(settings: SimSettings | None = None, *, seed: int | None = No
                 await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             return error(504, "simulated timeout", "timeout")
 
-        text, finish = compose(req)
+        text, finish = compose(req, cfg.length_error)
         model = req.model or SIM_MODEL
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())

@@ -7,6 +7,8 @@ from typing import Any
 
 Messages = list[dict[str, str]]
 
+OUTLINE_WORDS_PER_CHAPTER = 15
+
 
 @dataclass(frozen=True, slots=True)
 class BookSpec:
@@ -54,7 +56,9 @@ def outline(spec: BookSpec) -> Messages:
                 'Return a JSON outline {"chapters": [{"title": ..., "synopsis": ...}]} with one '
                 "entry per chapter, each synopsis one sentence.\n"
                 f"{_sources(spec)}"
-                f"Chapters: {spec.chapters}."
+                f"Chapters: {spec.chapters}.\n"
+                # Chapters cannot start before the outline ends: keep it brief.
+                f"Target length: {spec.chapters * OUTLINE_WORDS_PER_CHAPTER} words."
             ),
         },
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,11 +19,14 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import defer
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookgen.service.store.models import Base, JobRow, SectionRow, utcnow
 
 ACTIVE = ("pending", "in_progress")
+FINISHED = ("completed", "failed", "cancelled")
+FINISHED_CACHE_SIZE = 4096
 SCHEMA_LOCK = 0x426F6F6B  # "Book": serialises table creation between workers on PostgreSQL
 
 
@@ -74,6 +78,8 @@ class Store:
         # SQLite has one writer at a time; queueing this process's writes here, instead of in
         # SQLite's sleeping busy handler, keeps write latency low. PostgreSQL needs no such lock.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # A finished job never changes again, so its row can be served from memory.
+        self._finished: OrderedDict[str, JobRow] = OrderedDict()
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
@@ -123,13 +129,25 @@ class Store:
         return job
 
     async def get_job(self, job_id: str) -> JobRow | None:
+        job = self._finished.get(job_id)
+        if job is not None:
+            return job
         async with self.sessions() as s:
-            return await s.get(JobRow, job_id)
+            job = await s.get(JobRow, job_id)
+        if job is not None and job.status in FINISHED:
+            self._finished[job_id] = job
+            if len(self._finished) > FINISHED_CACHE_SIZE:
+                self._finished.popitem(last=False)
+        return job
 
     async def list_jobs(
         self, *, status: str | None, offset: int, limit: int
     ) -> tuple[list[JobRow], int]:
-        query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+        query = (
+            select(JobRow)
+            .options(defer(JobRow.outline), defer(JobRow.sources), defer(JobRow.trace_context))
+            .order_by(JobRow.created_at.desc(), JobRow.id.desc())
+        )
         count = select(func.count()).select_from(JobRow)
         if status is not None:
             query = query.where(JobRow.status == status)
