@@ -1,4 +1,4 @@
-"""Import direction: the service never sees its instrumentation, the generators see only the catalogue."""
+"""Import direction: the service never sees its instrumentation; generators see the catalogue."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from bookgen.stack.supervisor import Stack
 
 def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(binaries.shutil, "which", lambda *a, **k: None)
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
     with pytest.raises(binaries.MissingBinaryError) as caught:
         binaries.find("prometheus")
     assert "apt-get install prometheus prometheus-alertmanager" in str(caught.value)
@@ -33,7 +34,7 @@ def test_debian_names_are_found_when_installed() -> None:
 def test_stack_start_without_prometheus_says_how_to_install_and_starts_nothing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(binaries.shutil, "which", lambda *a, **k: None)
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
     stack = Stack(tmp_path / "run")
     with pytest.raises(binaries.MissingBinaryError, match="apt-get install prometheus"):
         stack.start()

@@ -28,7 +28,7 @@ def test_each_worker_is_a_target_of_job_bookgen_with_its_worker_label() -> None:
         {"targets": ["127.0.0.1:9101"], "labels": {"worker": "1"}},
     ]
     assert jobs["bookgen-llm"]["static_configs"] == [{"targets": ["127.0.0.1:8081"]}]
-    assert rendered["global"] == {  # type: ignore[comparison-overlap]
+    assert rendered["global"] == {
         "scrape_interval": "1s",
         "scrape_timeout": "1s",
         "evaluation_interval": "1s",

@@ -18,6 +18,7 @@ def _deploy_files(root: Path) -> dict[str, str]:
 
     return {name: render() for name, render in deploy.GENERATED.items()}
 
+
 _root = click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),

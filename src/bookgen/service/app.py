@@ -47,7 +47,7 @@ class EmbeddedSim:
         config = uvicorn.Config(
             create_sim_app(settings),
             log_level="warning",
-            log_config=None,  # keep the process's logging as configured (JSON logs when instrumented)
+            log_config=None,  # keep the logging the process configured (JSON when instrumented)
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=2,

@@ -102,4 +102,3 @@ class Hooks:
     def capture_content(self) -> bool:
         """Whether the LLM client should copy prompt/completion text into `LLMCall`."""
         return False
-

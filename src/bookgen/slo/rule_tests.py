@@ -157,7 +157,7 @@ class World:
             counts,
         )
 
-    def llm(self, ok: float, errors: float) -> None:
+    def llm(self, ok: float, errors: float, cancelled: float = 0) -> None:
         labels = {
             "gen_ai_operation_name": "chat",
             "gen_ai_provider_name": "openrouter",
@@ -170,6 +170,12 @@ class World:
                 "gen_ai_client_operation_duration_seconds_count",
                 {**labels, "error_type": "server_error"},
                 _ramp(errors),
+            )
+        if cancelled:  # calls we cancelled ourselves: neither errors nor events of the provider
+            self.set(
+                "gen_ai_client_operation_duration_seconds_count",
+                {**labels, "error_type": "cancelled"},
+                _ramp(cancelled),
             )
 
     def book_durations(self, per_tick: float, index: int) -> None:
@@ -297,7 +303,7 @@ def _near_misses(spec: Spec) -> dict[str, NearMiss]:
         w.requests(ok=100 * (1 - err_budget / 2), errors=100 * err_budget / 2)
 
     def llm(w: World) -> None:
-        w.llm(ok=100 * (1 - llm_budget / 2), errors=100 * llm_budget / 2)
+        w.llm(ok=100 * (1 - llm_budget / 2), errors=100 * llm_budget / 2, cancelled=100)
 
     def memory(w: World) -> None:
         w.set(rss, {}, _flat(t.memory.max_bytes * 0.95))
@@ -314,7 +320,7 @@ def _near_misses(spec: Spec) -> dict[str, NearMiss]:
     return {
         "api_latency": ("every request just within the latency bound", 10, latency),
         "error_rate": ("errors at half the budget", 10, errors),
-        "llm_errors": ("LLM errors at half the budget", 10, llm),
+        "llm_errors": ("LLM errors at half the budget, many calls cancelled", 10, llm),
         "memory": ("RSS at 95% of the limit", 10, memory),
         "memory_leak": ("RSS growing slowly", 90, slow_growth),
         "book_time": ("books just within the time limit", 90, book),

@@ -43,7 +43,11 @@ def test_docx_opens_with_headings_and_paragraphs() -> None:
     texts = [p.text for p in document.paragraphs]
     assert "Chapter 2: Later" in texts
     assert "Intro two." in texts
-    headings = [p.text for p in document.paragraphs if p.style.name.startswith("Heading")]
+    headings = [
+        p.text
+        for p in document.paragraphs
+        if p.style is not None and p.style.name.startswith("Heading")
+    ]
     assert headings == ["Introduction", "Chapter 1: Early", "Chapter 2: Later", "Epilogue"]
 
 
