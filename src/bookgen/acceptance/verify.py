@@ -39,7 +39,7 @@ class VerifyOptions:
     book_words: int = 51_000
     book_wait_s: float = 240.0
     workers: int = 2
-    fast: bool = True
+    fast: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from bookgen.service.jobs import JobRuntime
 from bookgen.service.llm.client import LLMClient
 from bookgen.service.llm.sim import create_sim_app
 from bookgen.service.pipeline.export import RenderedBooks
+from bookgen.service.readcache import ReadCaches
 from bookgen.service.routes import biographies, debug, health, sources, status
 from bookgen.service.routes.health import VERSION
 from bookgen.service.settings import Settings, SimSettings, get_settings
@@ -166,6 +167,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     llm = LLMClient(settings, hooks, base_url=base_url)
     runtime = JobRuntime(store, llm, settings, hooks)
     app.state.store, app.state.llm, app.state.sim, app.state.runtime = store, llm, sim, runtime
+    app.state.read_caches = ReadCaches()  # keyed on this store's versions: one per store
     await runtime.start()
     try:
         yield

@@ -140,3 +140,31 @@ async def test_list_is_newest_first_with_filter(store: Store) -> None:
     assert [r.id for r in rows] == [ids[4], ids[3]] and total == 5
     rows, total = await store.list_jobs(status="cancelled", offset=0, limit=10)
     assert [r.id for r in rows] == [ids[0]] and total == 1
+
+
+async def test_versions_move_after_each_visible_local_write(store: Store) -> None:
+    """The read caches key on these: every write a reader can see moves both versions."""
+    added = await store.add_job(job())
+    other = await store.add_job(job(created_at=utcnow() + timedelta(seconds=1)))
+    assert store.job_version(added.id) < store.job_version(other.id) == store.version
+    claimed = await store.claim("w1", 30)
+    assert claimed is not None and claimed.id == added.id
+    assert store.job_version(added.id) == store.version
+    before = store.version
+    assert await store.renew(added.id, "w1", 30)  # the lease is not part of what readers see
+    assert store.version == before
+    assert await store.save_section("w1", section(added.id, 1), Usage(1, 2, 0.1))
+    assert store.job_version(added.id) == store.version > before
+    before = store.version
+    assert await store.finish(added.id, "w1", "completed") is not None
+    assert store.job_version(added.id) == store.version > before
+    await store.cancel(other.id)
+    assert store.job_version(other.id) == store.version
+    assert store.job_version("unknown") == 0
+
+
+async def test_list_reads_only_the_listed_columns(store: Store) -> None:
+    added = await store.add_job(job(outline=[{"title": "T", "synopsis": "S"}]))
+    rows, total = await store.list_jobs(status="pending", offset=0, limit=10)
+    assert total == 1 and [r.id for r in rows] == [added.id]
+    assert "outline" not in rows[0]._fields and "trace_context" not in rows[0]._fields

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from pydantic import TypeAdapter
 
 from bookgen.service.deps import (
     ClientKeyDep,
@@ -29,8 +30,10 @@ from bookgen.service.models import (
     Tokens,
 )
 from bookgen.service.pipeline import export
+from bookgen.service.readcache import ReadCaches
 from bookgen.service.store import JobRow
 from bookgen.service.store.models import utcnow
+from bookgen.service.store.repository import FINISHED, AnyRow
 
 PREFIX = "/api/v1/biographies"
 router = APIRouter(prefix=PREFIX, tags=["biographies"])
@@ -38,6 +41,10 @@ router = APIRouter(prefix=PREFIX, tags=["biographies"])
 QUEUE_FULL_RETRY_AFTER_S = 30
 MAX_ID_LENGTH = 64
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown job"}}
+JSON = "application/json"
+# The serialisers FastAPI would use for these return types: the same bytes, made once per read.
+_PAGE_JSON = TypeAdapter(JobPage)
+_STATUS_JSON = TypeAdapter(JobStatus)
 
 
 def _paths(job_id: str) -> tuple[str, str]:
@@ -45,7 +52,8 @@ def _paths(job_id: str) -> tuple[str, str]:
     return f"{PREFIX}/{job_id}/status", f"{PREFIX}/{job_id}/download"
 
 
-def to_status(job: JobRow) -> JobStatus:
+def to_status(job: JobRow | AnyRow) -> JobStatus:
+    """The status body of a job row (or of a row of `store.LIST_COLUMNS`)."""
     sections = job.chapters + 2
     percentage = 100.0 if job.status == "completed" else 100 * job.sections_completed / sections
     return JobStatus(
@@ -144,28 +152,51 @@ async def generate(
     )
 
 
-@router.get("", summary="List jobs, newest first")
+def _caches(request: Request) -> ReadCaches:
+    caches: ReadCaches = request.app.state.read_caches
+    return caches
+
+
+@router.get("", summary="List jobs, newest first", response_model=JobPage)
 async def list_jobs(
+    request: Request,
     store: StoreDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     job_status: Annotated[JobStatusName | None, Query(alias="status")] = None,
-) -> JobPage:
-    rows, total = await store.list_jobs(
-        status=job_status, offset=(page - 1) * page_size, limit=page_size
-    )
-    return JobPage(
-        items=[to_status(row) for row in rows],
-        total=total,
-        page=page,
-        page_size=page_size,
-        pages=math.ceil(total / page_size),
-    )
+) -> Response:
+    pages = _caches(request).pages
+    key = (job_status, page, page_size)
+    version = store.version
+    body = pages.get(key, version)
+    if body is None:
+        rows, total = await store.list_jobs(
+            status=job_status, offset=(page - 1) * page_size, limit=page_size
+        )
+        result = JobPage(
+            items=[to_status(row) for row in rows],
+            total=total,
+            page=page,
+            page_size=page_size,
+            pages=math.ceil(total / page_size),
+        )
+        body = _PAGE_JSON.dump_json(result)
+        if store.version == version:  # nothing was written here while we read
+            pages.put(key, version, body)
+    return Response(body, media_type=JSON)
 
 
-@router.get("/{job_id}/status", name="job_status", responses=NOT_FOUND)
-async def job_status(job_id: str, store: StoreDep) -> JobStatus:
-    return to_status(await _job_or_404(store, job_id))
+@router.get("/{job_id}/status", name="job_status", response_model=JobStatus, responses=NOT_FOUND)
+async def job_status(job_id: str, request: Request, store: StoreDep) -> Response:
+    jobs = _caches(request).jobs
+    version = store.job_version(job_id)
+    body = jobs.get(job_id, version)
+    if body is None:
+        job = await _job_or_404(store, job_id)
+        body = _STATUS_JSON.dump_json(to_status(job))
+        if store.job_version(job_id) == version:  # nothing was written here while we read
+            jobs.put(job_id, version, body, forever=job.status in FINISHED)
+    return Response(body, media_type=JSON)
 
 
 @router.post(

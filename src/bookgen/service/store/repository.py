@@ -8,9 +8,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import event, func, or_, select, text, update
+from sqlalchemy import Row, event, func, or_, select, text, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import defer
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookgen.service.store.models import Base, JobRow, SectionRow, utcnow
@@ -27,7 +26,30 @@ from bookgen.service.store.models import Base, JobRow, SectionRow, utcnow
 ACTIVE = ("pending", "in_progress")
 FINISHED = ("completed", "failed", "cancelled")
 FINISHED_CACHE_SIZE = 4096
+VERSIONS_KEPT = 16384
 SCHEMA_LOCK = 0x426F6F6B  # "Book": serialises table creation between workers on PostgreSQL
+
+
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+# What a list item shows: no JSON or text columns beyond `error` (outline, sources, trace).
+LIST_COLUMNS = (
+    JobRow.id,
+    JobRow.status,
+    JobRow.character,
+    JobRow.chapters,
+    JobRow.total_words,
+    JobRow.model,
+    JobRow.sections_completed,
+    JobRow.chapters_completed,
+    JobRow.words_written,
+    JobRow.input_tokens,
+    JobRow.output_tokens,
+    JobRow.cost_usd,
+    JobRow.created_at,
+    JobRow.started_at,
+    JobRow.completed_at,
+    JobRow.error,
+)
 
 
 class LeaseLost(Exception):
@@ -80,6 +102,22 @@ class Store:
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         # A finished job never changes again, so its row can be served from memory.
         self._finished: OrderedDict[str, JobRow] = OrderedDict()
+        # Versions of what readers can see, bumped after each local write commits: `version` for
+        # any job, `job_version(id)` per job. Read caches key on them (see routes/biographies.py).
+        self.version = 0
+        self._job_versions: OrderedDict[str, int] = OrderedDict()
+
+    def _touch(self, job_id: str) -> None:
+        """Record a committed local write to `job_id` (call after the commit, never before)."""
+        self.version += 1
+        self._job_versions[job_id] = self.version
+        self._job_versions.move_to_end(job_id)
+        if len(self._job_versions) > VERSIONS_KEPT:
+            self._job_versions.popitem(last=False)
+
+    def job_version(self, job_id: str) -> int:
+        """The store's version at the last local write to this job (0 if none is remembered)."""
+        return self._job_versions.get(job_id, 0)
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
@@ -126,6 +164,7 @@ class Store:
     async def add_job(self, job: JobRow) -> JobRow:
         async with self._writing() as s:
             s.add(job)
+        self._touch(job.id)
         return job
 
     async def get_job(self, job_id: str) -> JobRow | None:
@@ -142,18 +181,15 @@ class Store:
 
     async def list_jobs(
         self, *, status: str | None, offset: int, limit: int
-    ) -> tuple[list[JobRow], int]:
-        query = (
-            select(JobRow)
-            .options(defer(JobRow.outline), defer(JobRow.sources), defer(JobRow.trace_context))
-            .order_by(JobRow.created_at.desc(), JobRow.id.desc())
-        )
+    ) -> tuple[list[AnyRow], int]:
+        """A page of jobs (the columns of `LIST_COLUMNS`, not whole rows) and the total."""
+        query = select(*LIST_COLUMNS).order_by(JobRow.created_at.desc(), JobRow.id.desc())
         count = select(func.count()).select_from(JobRow)
         if status is not None:
             query = query.where(JobRow.status == status)
             count = count.where(JobRow.status == status)
         async with self.sessions() as s:
-            rows = list((await s.scalars(query.offset(offset).limit(limit))).all())
+            rows = list((await s.execute(query.offset(offset).limit(limit))).all())
             total = int(await s.scalar(count) or 0)
         return rows, total
 
@@ -175,6 +211,7 @@ class Store:
                     lease_expires_at=None,
                 )
             )
+        self._touch(job_id)
         return await self.get_job(job_id)
 
     # --- worker side ---------------------------------------------------------------------
@@ -215,6 +252,8 @@ class Store:
         )
         async with self._writing() as s:
             job_id = (await s.execute(statement)).scalar_one_or_none()
+        if job_id is not None:
+            self._touch(job_id)
         return None if job_id is None else await self.get_job(job_id)
 
     def _owned(self, job_id: str, owner: str) -> Any:
@@ -238,6 +277,7 @@ class Store:
                 .where(self._owned(job_id, owner))
                 .values(status="pending", lease_owner=None, lease_expires_at=None)
             )
+        self._touch(job_id)
 
     async def save_outline(
         self, job_id: str, owner: str, outline: list[dict[str, str]], usage: Usage
@@ -250,6 +290,7 @@ class Store:
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise LeaseLost(job_id)
+        self._touch(job_id)
 
     async def save_section(self, owner: str, section: NewSection, usage: Usage) -> bool:
         """Store a finished section once; False if it was already stored."""
@@ -271,6 +312,7 @@ class Store:
                 s.add(SectionRow(**_fields(section)))
         except IntegrityError:
             return False
+        self._touch(section.job_id)
         return True
 
     async def finish(
@@ -290,6 +332,7 @@ class Store:
                     lease_expires_at=None,
                 )
             )
+        self._touch(job_id)
         return now if result.rowcount else None  # type: ignore[attr-defined]
 
 
