@@ -210,10 +210,10 @@ class _BookGenBase(FastHttpUser):
         )
 
 
-class BookGenUser(_BookGenBase):
-    """A person using BookGen: reads, validates sources, and has one small book on the go."""
+class _ReadMix(_BookGenBase):
+    """The read side of a BookGen client, shared by the realistic and the capacity users."""
 
-    wait_time = between(1, 3)
+    abstract = True
 
     @task(5)
     def t_health(self) -> None:
@@ -234,6 +234,12 @@ class BookGenUser(_BookGenBase):
     @task(2)
     def t_sources(self) -> None:
         self.sources()
+
+
+class BookGenUser(_ReadMix):
+    """A person using BookGen: reads, validates sources, and has one small book on the go."""
+
+    wait_time = between(1, 3)
 
     @task(1)
     def t_metrics(self) -> None:
@@ -309,7 +315,7 @@ class StressTestUser(_BookGenBase):
         self.submit(accept_backpressure=True)
 
 
-class CapacityUser(_BookGenBase):
+class CapacityUser(_ReadMix):
     """BookGenUser's read mix at a fixed rate per user (open loop), without think time.
 
     No submissions (the capacity run keeps its own generations running, so the request rate steps
@@ -327,26 +333,6 @@ class CapacityUser(_BookGenBase):
         super().on_start()
         if not FINISHED_JOBS:
             self.list_jobs("&status=completed")
-
-    @task(5)
-    def t_health(self) -> None:
-        self.health()
-
-    @task(1)
-    def t_ready(self) -> None:
-        self.ready()
-
-    @task(3)
-    def t_status(self) -> None:
-        self.status()
-
-    @task(2)
-    def t_list(self) -> None:
-        self.list_jobs()
-
-    @task(2)
-    def t_sources(self) -> None:
-        self.sources()
 
     @task(3)
     def t_job_status(self) -> None:

@@ -164,3 +164,23 @@ async def test_hooks_see_every_documented_point(tmp_path: Path) -> None:
     assert ("chapter_run", "outline") in hooks.events
     assert ("chapter_done", "introduction") in hooks.events
     assert ("chapter_done", "epilogue") in hooks.events
+
+
+async def test_cached_reads_show_this_process_writes_at_once(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """List pages and job statuses are cached, but never past a write made by this process."""
+    app.state.runtime.pause()
+    first = await submit(client)
+    listed = (await client.get("/api/v1/biographies?page_size=5")).json()
+    assert [i["job_id"] for i in listed["items"]] == [first]
+    assert (await client.get(f"/api/v1/biographies/{first}/status")).json()["status"] == "pending"
+    second = await submit(client)
+    listed = (await client.get("/api/v1/biographies?page_size=5")).json()
+    assert [i["job_id"] for i in listed["items"]] == [second, first] and listed["total"] == 2
+    assert (await client.post(f"/api/v1/biographies/{first}/cancel")).status_code == 200
+    status = await client.get(f"/api/v1/biographies/{first}/status")
+    assert status.json()["status"] == "cancelled"
+    assert status.headers["content-type"] == "application/json"
+    listed = (await client.get("/api/v1/biographies?status=cancelled")).json()
+    assert [i["job_id"] for i in listed["items"]] == [first]

@@ -7,16 +7,28 @@ from pathlib import Path
 import click
 
 from bookgen.slo.generate import stale, write_all
-from bookgen.slo.spec import SpecError, load_spec
+from bookgen.slo.spec import Spec, SpecError, load_spec
 
 
-def _deploy_files(root: Path) -> dict[str, str]:
-    """Container deploy configs that embed the generated rules, when ROOT is a checkout."""
+def _stale_deploy_files(root: Path) -> dict[str, str]:
+    """Container deploy configs embedding the rules that differ from a fresh render (checkouts)."""
     if not (root / "deploy").is_dir():
         return {}
     from bookgen.stack import deploy  # the slo package must not import stack; the CLI may
 
-    return {name: render() for name, render in deploy.GENERATED.items()}
+    fresh = {name: render() for name, render in deploy.GENERATED.items()}
+    return {
+        rel: text
+        for rel, text in fresh.items()
+        if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text
+    }
+
+
+def _load(root: Path, spec_path: Path | None) -> Spec:
+    try:
+        return load_spec(spec_path or root / "slo.yaml")
+    except SpecError as error:
+        raise click.ClickException(str(error)) from None
 
 
 _root = click.option(
@@ -45,17 +57,11 @@ def slo() -> None:
 @_spec
 def generate(root: Path, spec_path: Path | None) -> None:
     """Write every generated file (rules, tests, runbook, Alertmanager, dashboards, gates)."""
-    try:
-        spec = load_spec(spec_path or root / "slo.yaml")
-    except SpecError as error:
-        raise click.ClickException(str(error)) from None
-    written = write_all(spec, root)
-    for rel, text in _deploy_files(root).items():
-        path = root / rel
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            written.append(rel)
+    written = write_all(_load(root, spec_path), root)
+    for rel, text in _stale_deploy_files(root).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+        written.append(rel)
     for rel in written:
         click.echo(f"wrote {rel}")
     click.echo(f"{len(written)} file(s) written; the others were up to date.")
@@ -66,15 +72,7 @@ def generate(root: Path, spec_path: Path | None) -> None:
 @_spec
 def check(root: Path, spec_path: Path | None) -> None:
     """Exit 1 listing every generated file that is missing or stale."""
-    try:
-        spec = load_spec(spec_path or root / "slo.yaml")
-    except SpecError as error:
-        raise click.ClickException(str(error)) from None
-    out_of_date = list(stale(spec, root))
-    for rel, text in _deploy_files(root).items():
-        path = root / rel
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            out_of_date.append(rel)
+    out_of_date = [*stale(_load(root, spec_path), root), *_stale_deploy_files(root)]
     if out_of_date:
         for rel in out_of_date:
             click.echo(f"stale: {rel}", err=True)
