@@ -165,14 +165,10 @@ async def list_jobs(
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     job_status: Annotated[JobStatusName | None, Query(alias="status")] = None,
 ) -> Response:
-    pages = _caches(request).pages
-    key = (job_status, page, page_size)
-    version = store.version
-    body = pages.get(key, version)
-    if body is None:
-        rows, total = await store.list_jobs(
-            status=job_status, offset=(page - 1) * page_size, limit=page_size
-        )
+    offset = (page - 1) * page_size
+
+    async def read() -> tuple[bytes, bool]:
+        rows, total = await store.list_jobs(status=job_status, offset=offset, limit=page_size)
         result = JobPage(
             items=[to_status(row) for row in rows],
             total=total,
@@ -180,22 +176,22 @@ async def list_jobs(
             page_size=page_size,
             pages=math.ceil(total / page_size),
         )
-        body = _PAGE_JSON.dump_json(result)
-        if store.version == version:  # nothing was written here while we read
-            pages.put(key, version, body)
+        return _PAGE_JSON.dump_json(result), False
+
+    key = (job_status, page, page_size)
+    body = await _caches(request).pages.fetch(key, store.version, read, lambda: store.version)
     return Response(body, media_type=JSON)
 
 
 @router.get("/{job_id}/status", name="job_status", response_model=JobStatus, responses=NOT_FOUND)
 async def job_status(job_id: str, request: Request, store: StoreDep) -> Response:
-    jobs = _caches(request).jobs
-    version = store.job_version(job_id)
-    body = jobs.get(job_id, version)
-    if body is None:
+    async def read() -> tuple[bytes, bool]:
         job = await _job_or_404(store, job_id)
-        body = _STATUS_JSON.dump_json(to_status(job))
-        if store.job_version(job_id) == version:  # nothing was written here while we read
-            jobs.put(job_id, version, body, forever=job.status in FINISHED)
+        return _STATUS_JSON.dump_json(to_status(job)), job.status in FINISHED
+
+    body = await _caches(request).jobs.fetch(
+        job_id, store.job_version(job_id), read, lambda: store.job_version(job_id)
+    )
     return Response(body, media_type=JSON)
 
 
