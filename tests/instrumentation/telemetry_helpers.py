@@ -19,26 +19,16 @@ from prometheus_client.utils import floatToGoString
 
 from bookgen.instrumentation import Telemetry, instrument
 from bookgen.instrumentation import catalogue as cat
-from bookgen.service.settings import Settings, SimSettings
+from bookgen.service.settings import Settings
+from service_helpers import fast_settings as service_fast_settings
 
-FAST_SIM = SimSettings(tokens_per_second=4000.0, time_to_first_token_s=0.0, jitter=0.0)
 CHARACTER = "Ada Lovelace"
 GENERATE = "/api/v1/biographies/generate"
 
 
 def fast_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'bookgen.db'}",
-        "llm_base_url": None,
-        "sim": FAST_SIM,
-        "poll_interval_s": 0.05,
-        "job_lease_s": 5.0,
-        "llm_backoff_base_s": 0.01,
-        "llm_backoff_max_s": 0.05,
-        "telemetry": True,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    """The service tests' settings, with telemetry on."""
+    return service_fast_settings(tmp_path, **{"telemetry": True, **overrides})
 
 
 @dataclass
