@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,7 @@ from typing import Self
 import httpx
 import psutil
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+from bookgen.stack.ports import HOST, free_port
 
 
 def bookgen_argv(*args: str) -> list[str]:
