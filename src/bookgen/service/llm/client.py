@@ -6,8 +6,11 @@
   Other 4xx raise at once.
 - A per-process concurrency limit (`llm_max_concurrency`), held only while a request is in flight
   (not while sleeping before a retry).
-- Token usage from the response (estimated from the text when the provider sends none); cost from
-  `settings.prices` (an unknown model costs 0).
+- Token usage from the response (estimated from the text when the provider sends none, or when
+  a `StreamWatch` ended the stream early); cost from `settings.prices` (an unknown model costs 0).
+- A `StreamWatch` sees each streamed delta and may end the reply there (`finish_reason`
+  `client_stop`): closing the stream stops the generation, so text the caller would discard is
+  neither waited for nor paid for.
 - Each HTTP attempt runs inside `hooks.llm_call(...)`; `hooks.llm_retry(reason)` precedes each
   retry sleep. The API key is sent as a Bearer token and appears in no log line or exception.
 """
@@ -25,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -38,6 +41,7 @@ __all__ = [
     "ChatResult",
     "LLMClient",
     "LLMError",
+    "StreamWatch",
     "compute_cost",
     "estimate_tokens",
     "parse_retry_after",
@@ -50,6 +54,17 @@ PING_TIMEOUT_S = 5.0
 TOKENS_PER_WORD = 4.0 / 3.0
 
 SleepFn = Callable[[float], Awaitable[None]]
+CLIENT_STOP = "client_stop"
+
+
+class StreamWatch(Protocol):
+    """Watches a reply as it streams in."""
+
+    def begin(self) -> None:
+        """An attempt starts: forget what an earlier, failed attempt showed."""
+
+    def feed(self, delta: str) -> bool:
+        """Sees the next piece of text; True ends the reply here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +181,10 @@ class LLMClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stream: bool | None = None,
+        watch: StreamWatch | None = None,
     ) -> ChatResult:
+        """One completion. With `watch` the reply is streamed (unless `stream=False` or the
+        settings turn streaming off, when the watch sees the whole text at once)."""
         model = model or self._settings.model
         stream = self._settings.llm_stream if stream is None else stream
         payload: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
@@ -185,7 +203,7 @@ class LLMClient:
                     self._in_flight += 1
                     self.max_in_flight = max(self.max_in_flight, self._in_flight)
                     try:
-                        return await self._attempt(payload, messages, attempt)
+                        return await self._attempt(payload, messages, attempt, watch)
                     finally:
                         self._in_flight -= 1
             except LLMError as exc:
@@ -290,7 +308,11 @@ class LLMClient:
         )
 
     async def _attempt(
-        self, payload: dict[str, Any], messages: list[dict[str, str]], attempt: int
+        self,
+        payload: dict[str, Any],
+        messages: list[dict[str, str]],
+        attempt: int,
+        watch: StreamWatch | None,
     ) -> ChatResult:
         model = str(payload["model"])
         stream = bool(payload["stream"])
@@ -308,16 +330,20 @@ class LLMClient:
             call.prompt = "\n".join(
                 f"{m.get('role', '')}: {m.get('content', '')}" for m in messages
             )
+        if watch is not None:
+            watch.begin()
         with self._hooks.llm_call(call) as c:
             started = time.perf_counter()
             try:
                 if stream:
                     text, usage, finish, resp_model, ttfc = await self._post_stream(
-                        payload, started
+                        payload, started, watch
                     )
                 else:
                     text, usage, finish, resp_model = await self._post(payload)
                     ttfc = None
+                    if watch is not None:
+                        watch.feed(text)
             except LLMError as exc:
                 c.error_type = exc.error_type
                 raise
@@ -413,7 +439,7 @@ class LLMClient:
         return text, usage, finish, model
 
     async def _post_stream(
-        self, payload: dict[str, Any], started: float
+        self, payload: dict[str, Any], started: float, watch: StreamWatch | None = None
     ) -> tuple[str, dict[str, Any] | None, str | None, str | None, float | None]:
         parts: list[str] = []
         usage: dict[str, Any] | None = None
@@ -429,7 +455,10 @@ class LLMClient:
                 # A server that ignores `stream: true` answers with one JSON body.
                 await resp.aread()
                 ttfc = time.perf_counter() - started
-                return (*self._parse_body(resp), ttfc)
+                text, usage, finish, model = self._parse_body(resp)
+                if watch is not None:
+                    watch.feed(text)
+                return text, usage, finish, model, ttfc
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, `: keep-alive` comments, `event:` lines
@@ -457,6 +486,10 @@ class LLMClient:
                     content = delta.get("content") if isinstance(delta, dict) else None
                     if content:
                         parts.append(str(content))
+                        if watch is not None and watch.feed(str(content)):
+                            # Leaving the block closes the connection, which stops the
+                            # generation; the provider's usage never comes, so it is estimated.
+                            return "".join(parts), None, CLIENT_STOP, model, ttfc
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
         return "".join(parts), usage, finish, model, ttfc

@@ -54,3 +54,30 @@ def join_continuation(text: str, more: str) -> str:
     if not more:
         return text
     return f"{text.rstrip()}\n\n{more}"
+
+
+class WordLimit:
+    """A stream watch that ends a reply once it holds more than `limit` words.
+
+    Everything past `limit` words would be trimmed away, and the first `limit` words are complete
+    once word `limit + 1` has begun, so stopping there keeps exactly the text trimming would keep
+    while the model stops spending time and tokens on the rest.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.words = 0
+        self._in_word = False
+
+    def begin(self) -> None:
+        self.words = 0
+        self._in_word = False
+
+    def feed(self, delta: str) -> bool:
+        if delta:
+            found = len(delta.split())
+            if found and self._in_word and not delta[0].isspace():
+                found -= 1  # the word the last piece ended in goes on
+            self.words += found
+            self._in_word = not delta[-1].isspace()
+        return self.words > self.limit

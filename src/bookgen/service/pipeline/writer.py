@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bookgen.service.hooks import Hooks
+from bookgen.service.llm.client import StreamWatch
 from bookgen.service.pipeline import prompts
 from bookgen.service.pipeline.length import (
+    WordLimit,
     bounds,
     count_words,
     deviation,
@@ -43,6 +45,7 @@ class ChatModel(Protocol):
         max_tokens: int | None = None,
         temperature: float | None = None,
         stream: bool | None = None,
+        watch: StreamWatch | None = None,
     ) -> ChatReply: ...
 
 
@@ -101,7 +104,11 @@ async def write_to_length(
     meter = UsageMeter()
     await gate()
     reply = await llm.chat(
-        messages, model=model, max_tokens=token_budget(target), temperature=temperature
+        messages,
+        model=model,
+        max_tokens=token_budget(target),
+        temperature=temperature,
+        watch=WordLimit(high),
     )
     meter.add(reply)
     text = reply.text.strip()
@@ -123,6 +130,7 @@ async def write_to_length(
             model=model,
             max_tokens=token_budget(remaining),
             temperature=temperature,
+            watch=WordLimit(high - words),
         )
         meter.add(more)
         text = join_continuation(text, more.text)
