@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
@@ -157,3 +158,37 @@ def test_sdk_disabled_means_no_tracing() -> None:
 
     tracing = build_tracing(worker_index=0, environ={"OTEL_SDK_DISABLED": "true"})
     assert not tracing.enabled and tracing.provider is None
+
+
+async def test_one_server_span_per_request_even_with_a_global_provider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI's native OpenTelemetry switches itself on when a global provider is configured
+    (e.g. under `opentelemetry-instrument`); the service turns it off, so our middleware stays
+    the one edge: one SERVER span per request, and no per-request provider lookups."""
+    from fastapi import FastAPI
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    global_spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(global_spans))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+
+    # The control: a default FastAPI app does trace into the global provider.
+    plain = FastAPI()
+    plain.add_api_route("/ping", lambda: {"ok": True})
+    transport = httpx.ASGITransport(app=plain)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/ping")).status_code == 200
+    assert global_spans.get_finished_spans(), "FastAPI no longer traces by itself: drop this test"
+
+    global_spans.clear()
+    async with instrumented_app(fast_settings(tmp_path)) as inst:
+        assert (await inst.client.get("/api/v1/status")).status_code == 200
+    assert global_spans.get_finished_spans() == ()
+    server = [s for s in inst.spans.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert [s.name for s in server] == ["GET /api/v1/status"]

@@ -114,7 +114,12 @@ class AccessLog:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         ids = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"' if trace_id else ""
         if job_id is not None:
-            ids += f', "job_id": {json.dumps(job_id)}'
+            # Job ids are hex; anything else from the path is escaped.
+            ids += (
+                f', "job_id": "{job_id}"'
+                if job_id.isalnum()
+                else f', "job_id": {json.dumps(job_id)}'
+            )
         self._lines.append(
             f'{{"timestamp": "{self._second_text}.{int((now - second) * 1e6):06d}+00:00", '
             f'"level": "INFO", "logger": "{ACCESS_LOGGER}", '
