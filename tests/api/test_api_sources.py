@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import httpx
+import pytest
 from fastapi import FastAPI
+
+from bookgen.service.models import SourceResult
+from bookgen.service.routes import sources as sources_route
+from service_helpers import fast_settings, running_app
 
 VALIDATE = "/api/v1/sources/validate"
 
@@ -34,7 +42,12 @@ async def test_offline_checks(client: httpx.AsyncClient) -> None:
     assert all(r["accessible"] is None for r in results)
 
 
-async def test_accessibility_uses_real_requests(app: FastAPI, client: httpx.AsyncClient) -> None:
+async def test_accessibility_uses_real_requests(tmp_path: Path) -> None:
+    async with running_app(fast_settings(tmp_path, sources_allow_private=True)) as (app, client):
+        await _check_real_requests(app, client)
+
+
+async def _check_real_requests(app: FastAPI, client: httpx.AsyncClient) -> None:
     base = f"http://127.0.0.1:{app.state.sim.port}"
     sources = [
         {"url": f"{base}/health", "title": "up"},
@@ -49,3 +62,68 @@ async def test_accessibility_uses_real_requests(app: FastAPI, client: httpx.Asyn
     assert results[1]["accessible"] is False and results[1]["status_code"] == 404
     assert results[2]["accessible"] is False and results[2]["status_code"] is None
     assert response.json()["summary"]["inaccessible"] == 2
+
+
+async def test_accessibility_never_probes_non_public_addresses(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """By default a client cannot make the service probe its own network."""
+    urls = [
+        f"http://127.0.0.1:{app.state.sim.port}/health",
+        f"http://localhost:{app.state.sim.port}/health",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/",
+        "http://[::1]:9/",
+        "http://[::ffff:127.0.0.1]:9/",
+    ]
+    sources = [{"url": url, "title": f"internal {i}"} for i, url in enumerate(urls)]
+    response = await client.post(VALIDATE, json={"sources": sources, "check_accessibility": True})
+    assert response.status_code == 200
+    for result in response.json()["results"]:
+        assert result["accessible"] is None and result["status_code"] is None, result
+        assert any("non-public address" in w for w in result["warnings"]), result
+
+
+@pytest.mark.parametrize(
+    ("host", "refused"),
+    [
+        ("127.0.0.1", True),
+        ("10.0.0.1", True),
+        ("::1", True),
+        ("fe80::1", True),
+        ("::ffff:192.168.0.1", True),
+        ("100.64.0.1", True),
+        ("8.8.8.8", False),
+        ("2001:4860:4860::8888", False),
+    ],
+)
+async def test_non_public_addresses(host: str, refused: bool) -> None:
+    assert (await sources_route.non_public(host) is not None) is refused
+
+
+async def test_a_redirect_to_a_private_address_is_not_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(302, headers={"Location": "http://10.0.0.7/admin"})
+
+    async def fake_resolver(host: str) -> str | None:
+        return None if host == "public.example" else f"not checked: {host} is private"
+
+    monkeypatch.setattr(sources_route, "non_public", fake_resolver)
+    result = SourceResult(
+        index=0,
+        url="http://public.example/doc",
+        title="t",
+        valid=True,
+        errors=[],
+        warnings=[],
+        trusted_domain=False,
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        await sources_route._probe(client, asyncio.Semaphore(1), result, allow_private=False)
+    assert asked == ["http://public.example/doc"]
+    assert result.accessible is None and result.warnings == ["not checked: 10.0.0.7 is private"]

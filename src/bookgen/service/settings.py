@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     rate_limit: str = "120/minute"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     debug_routes: bool = False
+    # Let /sources/validate probe loopback and private addresses (internal documents only).
+    sources_allow_private: bool = False
 
     # Telemetry (the service never reads these itself; the composition root does)
     telemetry: bool = True

@@ -1,14 +1,24 @@
-"""`/api/v1/sources/validate`: offline checks, and optionally concurrent async HEAD requests."""
+"""`/api/v1/sources/validate`: offline checks, and optionally concurrent async HEAD requests.
+
+The accessibility check sends requests to URLs a client chose, so by default it only reaches
+public addresses: every hop (redirects are followed one at a time) must resolve to global
+addresses only, or the source is reported "not checked". Otherwise any client could make the
+service probe its own network (loopback admin ports, cloud metadata, private hosts).
+`BOOKGEN_SOURCES_ALLOW_PRIVATE=true` lifts this for deployments that validate internal documents.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 import httpx
 from fastapi import APIRouter
 from pydantic import ValidationError
 
+from bookgen.service.deps import SettingsDep
 from bookgen.service.models import (
     SourceIn,
     SourceResult,
@@ -38,6 +48,7 @@ TRUSTED_DOMAINS = (
 TRUSTED_SUFFIXES = (".edu", ".gov", ".ac.uk", ".museum")
 ACCESS_TIMEOUT_S = 3.0
 ACCESS_CONCURRENCY = 10
+MAX_REDIRECTS = 5
 USER_AGENT = "BookGen-source-check/1.0"
 
 
@@ -105,17 +116,56 @@ def check_offline(index: int, raw: dict[str, object]) -> SourceResult:
     )
 
 
-async def _probe(client: httpx.AsyncClient, slots: asyncio.Semaphore, result: SourceResult) -> None:
+async def non_public(host: str) -> str | None:
+    """Why `host` must not be probed (it resolves to a non-global address), or None."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None  # unresolvable: the request itself reports it as not reachable
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global:
+            return f"not checked: {host} resolves to a non-public address"
+    return None
+
+
+async def _fetch(client: httpx.AsyncClient, url: str) -> httpx.Response:
+    response = await client.head(url)
+    if response.status_code in (405, 501):  # some servers refuse HEAD
+        async with client.stream("GET", url) as streamed:
+            response = streamed
+    return response
+
+
+async def _probe(
+    client: httpx.AsyncClient,
+    slots: asyncio.Semaphore,
+    result: SourceResult,
+    allow_private: bool,
+) -> None:
     assert result.url is not None
+    url = result.url
     async with slots:
-        try:
-            response = await client.head(result.url)
-            if response.status_code in (405, 501):  # some servers refuse HEAD
-                async with client.stream("GET", result.url) as streamed:
-                    response = streamed
-        except (httpx.HTTPError, ValueError) as error:
+        for _ in range(MAX_REDIRECTS + 1):
+            host = urlsplit(url).hostname or ""
+            refused = None if allow_private else await non_public(host)
+            if refused:
+                result.warnings.append(refused)
+                return
+            try:
+                response = await _fetch(client, url)
+            except (httpx.HTTPError, ValueError) as error:
+                result.accessible = False
+                result.warnings.append(f"not reachable: {type(error).__name__}")
+                return
+            if response.next_request is None:
+                break
+            url = str(response.next_request.url)
+        else:
             result.accessible = False
-            result.warnings.append(f"not reachable: {type(error).__name__}")
+            result.warnings.append(f"more than {MAX_REDIRECTS} redirects")
             return
     result.status_code = response.status_code
     result.accessible = response.status_code < 400
@@ -123,22 +173,22 @@ async def _probe(client: httpx.AsyncClient, slots: asyncio.Semaphore, result: So
         result.warnings.append(f"answered HTTP {response.status_code}")
 
 
-async def check_access(results: list[SourceResult]) -> None:
+async def check_access(results: list[SourceResult], *, allow_private: bool = False) -> None:
     targets = [r for r in results if r.valid and r.url]
     if not targets:
         return
     slots = asyncio.Semaphore(ACCESS_CONCURRENCY)
     async with httpx.AsyncClient(
-        timeout=ACCESS_TIMEOUT_S, follow_redirects=True, headers={"User-Agent": USER_AGENT}
+        timeout=ACCESS_TIMEOUT_S, follow_redirects=False, headers={"User-Agent": USER_AGENT}
     ) as client:
-        await asyncio.gather(*(_probe(client, slots, r) for r in targets))
+        await asyncio.gather(*(_probe(client, slots, r, allow_private) for r in targets))
 
 
 @router.post("/validate")
-async def validate(body: ValidateRequest) -> ValidateResponse:
+async def validate(body: ValidateRequest, settings: SettingsDep) -> ValidateResponse:
     results = [check_offline(i, raw) for i, raw in enumerate(body.sources)]
     if body.check_accessibility:
-        await check_access(results)
+        await check_access(results, allow_private=settings.sources_allow_private)
     valid = sum(r.valid for r in results)
     return ValidateResponse(
         total_sources=len(results),
