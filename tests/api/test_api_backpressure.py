@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,6 +42,44 @@ async def test_rate_limit_is_per_client_with_retry_after(tmp_path: Path) -> None
         assert 0 < int(limited.headers["Retry-After"]) <= 60
         bob = await client.post(GENERATE, json=SMALL, headers={"X-Client-Id": "bob"})
         assert bob.status_code == 202
+
+
+REDIS = "async+redis://127.0.0.1:6379/0"
+
+
+async def _redis_or_skip() -> None:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except redis.exceptions.RedisError as error:
+        pytest.skip(f"Redis is not reachable at 127.0.0.1:6379 ({error!r})")
+    finally:
+        await client.aclose()
+
+
+async def test_two_workers_share_one_rate_limit_through_redis(tmp_path: Path) -> None:
+    """Two apps (as two `serve` workers) with one Redis-backed limit: 3 submissions in all."""
+    await _redis_or_skip()
+    settings = fast_settings(tmp_path, rate_limit="3/minute", rate_limit_storage=REDIS)
+    carol = {"X-Client-Id": f"carol-{uuid.uuid4().hex}"}  # a fresh key: Redis outlives runs
+    async with running_app(settings) as (one, first), running_app(settings) as (two, second):
+        one.state.runtime.pause()
+        two.state.runtime.pause()
+        codes = []
+        for client in (first, second, first, second, first):
+            codes.append((await client.post(GENERATE, json=SMALL, headers=carol)).status_code)
+    assert codes == [202, 202, 202, 429, 429]
+
+
+async def test_rate_limit_storage_outage_lets_submissions_through(tmp_path: Path) -> None:
+    down = "async+redis://127.0.0.1:9/0"  # nothing listens on the discard port
+    settings = fast_settings(tmp_path, rate_limit="1/minute", rate_limit_storage=down)
+    async with running_app(settings) as (app, client):
+        app.state.runtime.pause()
+        codes = [(await client.post(GENERATE, json=SMALL)).status_code for _ in range(3)]
+    assert codes == [202, 202, 202]
 
 
 async def test_validation_errors_name_field_and_reason(client: httpx.AsyncClient) -> None:

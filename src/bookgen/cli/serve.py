@@ -16,6 +16,8 @@ from types import FrameType
 import click
 import uvicorn
 
+from bookgen.service.settings import get_settings
+
 APP_FACTORY = "bookgen.asgi:build_app"
 RESTART_DELAY_S = 1.0
 STOP_GRACE_S = 20.0
@@ -148,6 +150,14 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) 
         listening_socket(host, port, reuse_port=True).close()
     except OSError as error:
         raise click.ClickException(f"cannot bind {host}:{port}: {error}") from error
+    settings = get_settings()
+    if settings.rate_limit_storage.startswith("async+memory"):
+        click.echo(
+            f"note: the rate limit ({settings.rate_limit}) is counted per worker, so {workers} "
+            "workers allow up to "
+            f"{workers}x; set BOOKGEN_RATE_LIMIT_STORAGE=async+redis://HOST:6379 to share it",
+            err=True,
+        )
     args = [host, str(port), log_level, "1" if access_log else "0"]
     sys.exit(Supervisor(args, workers).run())
 

@@ -211,7 +211,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.hooks = Hooks()
-    app.state.submission_limiter = SubmissionLimiter(settings.rate_limit)
+    app.state.submission_limiter = SubmissionLimiter(
+        settings.rate_limit, settings.rate_limit_storage
+    )
     app.state.rendered_books = RenderedBooks()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _invalid)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
 
     # HTTP edge
     rate_limit: str = "120/minute"
+    # A `limits` async storage URI. Memory counts per process (N workers: N x the rate); use
+    # e.g. async+redis://127.0.0.1:6379/0 so every worker and host shares one limit.
+    rate_limit_storage: str = "async+memory://"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     debug_routes: bool = False
     # Let /sources/validate probe loopback and private addresses (internal documents only).

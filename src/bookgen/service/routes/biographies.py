@@ -111,7 +111,7 @@ async def generate(
     limiter: LimiterDep,
     client: ClientKeyDep,
 ) -> JobCreated:
-    wait = limiter.retry_after(client)
+    wait = await limiter.retry_after(client)
     if wait is not None:
         raise _too_many(hooks, "rate_limited", f"rate limit {settings.rate_limit} exceeded", wait)
     if await store.count_pending() >= settings.max_queue:
