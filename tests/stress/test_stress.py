@@ -117,8 +117,10 @@ def test_recovery_after_llm_faults(running: Running) -> None:
     api = running.api
     with httpx.Client(base_url=api, timeout=5.0) as c:
         before = c.get("/metrics").text
-        job = submit(c, chapters=2).json()["job_id"]
+        # Each fault is switched on before its job is submitted: a call already streaming is
+        # not affected by it, and a small book's calls all start within a few milliseconds.
         running.sim.configure(error_rate=1.0)
+        job = submit(c, chapters=2).json()["job_id"]
         out = hammer(api, [health, status, listing], threads=2, seconds=4, max_requests=400)
         running.sim.configure(error_rate=0.0, rate_limit_rate=1.0, retry_after_s=0.2)
         job2 = submit(c, chapters=2).json()["job_id"]
