@@ -101,22 +101,33 @@ async def test_non_public_addresses(host: str, refused: bool) -> None:
     assert (await sources_route.non_public(host) is not None) is refused
 
 
-async def test_a_redirect_to_a_private_address_is_not_followed(
+async def test_requests_go_to_the_checked_address_and_redirects_are_checked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    asked: list[str] = []
+    """Each hop is resolved and checked, then sent to that very address (so a DNS answer that
+    changes after the check cannot point it inward); a redirect to a private host is refused."""
+    seen: list[tuple[str, str, object]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        asked.append(str(request.url))
-        return httpx.Response(302, headers={"Location": "http://10.0.0.7/admin"})
+        seen.append(
+            (str(request.url), request.headers["host"], request.extensions.get("sni_hostname"))
+        )
+        if request.url.path == "/doc":
+            return httpx.Response(302, headers={"Location": "/moved"})
+        return httpx.Response(302, headers={"Location": "https://intranet.example/admin"})
 
-    async def fake_resolver(host: str) -> str | None:
-        return None if host == "public.example" else f"not checked: {host} is private"
+    resolved: list[str] = []
 
-    monkeypatch.setattr(sources_route, "non_public", fake_resolver)
+    async def fake_resolve(url: str, allow_private: bool) -> sources_route.Target:
+        resolved.append(url)
+        if "intranet" in url:
+            return sources_route.Target(url, refused="not checked: intranet.example is private")
+        return sources_route.Target(url, "93.184.216.34")
+
+    monkeypatch.setattr(sources_route, "resolve", fake_resolve)
     result = SourceResult(
         index=0,
-        url="http://public.example/doc",
+        url="http://public.example:8080/doc",
         title="t",
         valid=True,
         errors=[],
@@ -125,5 +136,14 @@ async def test_a_redirect_to_a_private_address_is_not_followed(
     )
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         await sources_route._probe(client, asyncio.Semaphore(1), result, allow_private=False)
-    assert asked == ["http://public.example/doc"]
-    assert result.accessible is None and result.warnings == ["not checked: 10.0.0.7 is private"]
+    assert seen == [
+        ("http://93.184.216.34:8080/doc", "public.example:8080", "public.example"),
+        ("http://93.184.216.34:8080/moved", "public.example:8080", "public.example"),
+    ]
+    assert resolved == [
+        "http://public.example:8080/doc",
+        "http://public.example:8080/moved",
+        "https://intranet.example/admin",
+    ]
+    assert result.accessible is None
+    assert result.warnings == ["not checked: intranet.example is private"]

@@ -2,8 +2,10 @@
 
 The accessibility check sends requests to URLs a client chose, so by default it only reaches
 public addresses: every hop (redirects are followed one at a time) must resolve to global
-addresses only, or the source is reported "not checked". Otherwise any client could make the
-service probe its own network (loopback admin ports, cloud metadata, private hosts).
+addresses only, or the source is reported "not checked", and the request is sent to the address
+that was checked. Otherwise any client could make the service probe its own network (loopback
+admin ports, cloud metadata, private hosts), directly or through a redirect or a DNS answer that
+changes after the check.
 `BOOKGEN_SOURCES_ALLOW_PRIVATE=true` lifts this for deployments that validate internal documents.
 """
 
@@ -12,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 from fastapi import APIRouter
@@ -116,26 +119,66 @@ def check_offline(index: int, raw: dict[str, object]) -> SourceResult:
     )
 
 
-async def non_public(host: str) -> str | None:
-    """Why `host` must not be probed (it resolves to a non-global address), or None."""
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one hop's request goes: `url` itself, or, when guarded, the checked address."""
+
+    url: str
+    address: str | None = None  # the resolved address the request must reach
+    refused: str | None = None
+
+
+async def resolve(url: str, allow_private: bool) -> Target:
+    """The address to request `url` at: one of the host's addresses, all of which are global.
+
+    The request then goes to that address (Host header and TLS name stay the host's), so a DNS
+    answer that changes between this check and the request cannot redirect it inward.
+    """
+    if allow_private:
+        return Target(url)
+    address, refused = await check_host(urlsplit(url).hostname or "")
+    return Target(url, address, refused)
+
+
+async def check_host(host: str) -> tuple[str | None, str | None]:
+    """(an address of `host`, None) if all its addresses are global, else (None, why not)."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
-        return None  # unresolvable: the request itself reports it as not reachable
+        return None, None  # unresolvable: the request itself reports it as not reachable
+    addresses = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         if not address.is_global:
-            return f"not checked: {host} resolves to a non-public address"
-    return None
+            return None, f"not checked: {host} resolves to a non-public address"
+        addresses.append(address)
+    return (str(addresses[0]) if addresses else None), None
 
 
-async def _fetch(client: httpx.AsyncClient, url: str) -> httpx.Response:
-    response = await client.head(url)
+async def non_public(host: str) -> str | None:
+    """Why `host` must not be probed (it resolves to a non-global address), or None."""
+    return (await check_host(host))[1]
+
+
+async def _fetch(client: httpx.AsyncClient, target: Target) -> httpx.Response:
+    url = target.url
+    headers: dict[str, str] = {}
+    extensions: dict[str, str] = {}
+    if target.address is not None:
+        parts = urlsplit(url)
+        ip = ipaddress.ip_address(target.address)
+        literal = f"[{ip}]" if ip.version == 6 else str(ip)
+        netloc = f"{literal}:{parts.port}" if parts.port else literal
+        url = parts._replace(netloc=netloc).geturl()
+        headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+        extensions["sni_hostname"] = parts.hostname or ""
+    response = await client.head(url, headers=headers, extensions=extensions)
     if response.status_code in (405, 501):  # some servers refuse HEAD
-        async with client.stream("GET", url) as streamed:
-            response = streamed
+        request = client.build_request("GET", url, headers=headers, extensions=extensions)
+        response = await client.send(request, stream=True)
+        await response.aclose()
     return response
 
 
@@ -149,20 +192,20 @@ async def _probe(
     url = result.url
     async with slots:
         for _ in range(MAX_REDIRECTS + 1):
-            host = urlsplit(url).hostname or ""
-            refused = None if allow_private else await non_public(host)
-            if refused:
-                result.warnings.append(refused)
+            target = await resolve(url, allow_private)
+            if target.refused:
+                result.warnings.append(target.refused)
                 return
             try:
-                response = await _fetch(client, url)
+                response = await _fetch(client, target)
             except (httpx.HTTPError, ValueError) as error:
                 result.accessible = False
                 result.warnings.append(f"not reachable: {type(error).__name__}")
                 return
-            if response.next_request is None:
+            location = response.headers.get("location")
+            if not response.is_redirect or not location:
                 break
-            url = str(response.next_request.url)
+            url = urljoin(url, location)  # relative to the URL asked, not the address used
         else:
             result.accessible = False
             result.warnings.append(f"more than {MAX_REDIRECTS} redirects")
