@@ -44,9 +44,11 @@ def small_app() -> FastAPI:
 async def small(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Telemetry]]:
     app = small_app()
     telemetry = instrument(app, fast_settings(tmp_path), registry=CollectorRegistry())
+    telemetry.log_handler.setStream(io.StringIO())  # no lifespan here: keep lines off stdout
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         yield client, telemetry
+    telemetry.access_log.close()
 
 
 def requests_total(telemetry: Telemetry, method: str, route: str, status: str) -> float | None:
@@ -151,6 +153,17 @@ async def test_access_log_names_the_job(tmp_path: Path) -> None:
     assert line["job_id"] == 'abc"def' and line["status"] == 404
 
 
+@pytest.mark.parametrize("on", [True, False])
+async def test_access_log_follows_its_setting(tmp_path: Path, on: bool) -> None:
+    async with instrumented_app(fast_settings(tmp_path, access_log=on)) as inst:
+        stream = io.StringIO()
+        inst.telemetry.log_handler.setStream(stream)
+        assert (await inst.client.get("/api/v1/status")).status_code == 200
+        inst.telemetry.access_log.flush()
+    lines = [x for x in stream.getvalue().splitlines() if '"bookgen.access"' in x]
+    assert len(lines) == (1 if on else 0), lines
+
+
 async def test_build_app_attaches_telemetry_only_when_on(tmp_path: Path) -> None:
     from bookgen.asgi import build_app
 
@@ -159,6 +172,7 @@ async def test_build_app_attaches_telemetry_only_when_on(tmp_path: Path) -> None
     assert type(off.state.hooks).__name__ == "Hooks"
     on = build_app(fast_settings(tmp_path, telemetry=True))
     assert type(on.state.hooks).__name__ == "TelemetryHooks"
+    on.state.telemetry.log_handler.setStream(io.StringIO())  # no lifespan: keep stdout clean
     transport = httpx.ASGITransport(app=off)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.get("/metrics")).status_code == 404

@@ -138,9 +138,19 @@ class Supervisor:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--log-level", default="info", show_default=True)
-@click.option("--access-log/--no-access-log", default=False, show_default=True)
-def serve(host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
+@click.option(
+    "--access-log/--no-access-log",
+    default=None,
+    help="one line per request; default: on with telemetry (BOOKGEN_ACCESS_LOG), else off",
+)
+def serve(host: str, port: int, workers: int, log_level: str, access_log: bool | None) -> None:
     """Run the API and its job workers (the simulated model too, unless BOOKGEN_LLM_BASE_URL)."""
+    if access_log is not None:
+        # Workers and the app factory read it from the environment, as every other setting.
+        os.environ["BOOKGEN_ACCESS_LOG"] = "true" if access_log else "false"
+        get_settings.cache_clear()
+    # With telemetry on, its JSON access log replaces uvicorn's (which it then silences).
+    access_log = bool(access_log)
     if workers == 1:
         os.environ.setdefault("BOOKGEN_WORKER_INDEX", "0")
         run_worker(host, port, reuse_port=False, log_level=log_level, access_log=access_log)

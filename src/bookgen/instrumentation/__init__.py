@@ -126,7 +126,7 @@ def instrument(
     tracing = build_tracing(worker_index=settings.worker_index, span_exporter=span_exporter)
     instrument_httpx(tracing.provider)
     handler = configure_logging(settings.log_level)
-    access_log = AccessLog(handler)
+    access_log = AccessLog(handler, enabled=settings.access_log)
     hooks = TelemetryHooks(
         metrics, tracing.tracer, models=models, capture_content=settings.capture_content
     )

@@ -83,8 +83,15 @@ def route_uvicorn_logs(level: str) -> None:
 class AccessLog:
     """One JSON line per request, batched to the handler's stream every `interval_s`."""
 
-    def __init__(self, handler: logging.StreamHandler[TextIO], interval_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        handler: logging.StreamHandler[TextIO],
+        interval_s: float = 0.2,
+        *,
+        enabled: bool = True,
+    ) -> None:
         self._handler = handler
+        self._on = enabled
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._interval_s = interval_s
         self._lines: deque[str] = deque()
@@ -94,7 +101,7 @@ class AccessLog:
         self._second_text = ""
 
     def enabled(self) -> bool:
-        return self._logger.isEnabledFor(logging.INFO)
+        return self._on and self._logger.isEnabledFor(logging.INFO)
 
     def write(
         self,

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     # Record prompt/completion text in LLM spans (personal data: off unless opted in).
     capture_content: bool = False
     log_level: str = "INFO"
+    # One JSON line per request (with telemetry on; it replaces uvicorn's access log).
+    access_log: bool = True
 
 
 @lru_cache
