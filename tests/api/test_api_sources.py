@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from pathlib import Path
 
 import httpx
@@ -98,7 +99,8 @@ async def test_accessibility_never_probes_non_public_addresses(
     ],
 )
 async def test_non_public_addresses(host: str, refused: bool) -> None:
-    assert (await sources_route.non_public(host) is not None) is refused
+    _, refusal = await sources_route.check_host(host)
+    assert (refusal is not None) is refused
 
 
 async def test_requests_go_to_the_checked_address_and_redirects_are_checked_again(
@@ -122,7 +124,7 @@ async def test_requests_go_to_the_checked_address_and_redirects_are_checked_agai
         resolved.append(url)
         if "intranet" in url:
             return sources_route.Target(url, refused="not checked: intranet.example is private")
-        return sources_route.Target(url, "93.184.216.34")
+        return sources_route.Target(url, ipaddress.ip_address("93.184.216.34"))
 
     monkeypatch.setattr(sources_route, "resolve", fake_resolve)
     result = SourceResult(

@@ -39,14 +39,9 @@ class SubmissionLimiter:
 
     def __init__(self, rate: str, storage_uri: str = "async+memory://") -> None:
         self.item = parse(rate)
-        self.storage_uri = storage_uri
         options = {"implementation": "redispy"} if "redis" in storage_uri.split(":", 1)[0] else {}
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
         self._warned_at = -math.inf
-
-    @property
-    def shared(self) -> bool:
-        return not self.storage_uri.startswith("async+memory")
 
     async def retry_after(self, client: str) -> int | None:
         """None if the submission may go ahead, else seconds until it may."""

@@ -119,12 +119,15 @@ def check_offline(index: int, raw: dict[str, object]) -> SourceResult:
     )
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where one hop's request goes: `url` itself, or, when guarded, the checked address."""
 
     url: str
-    address: str | None = None  # the resolved address the request must reach
+    address: IPAddress | None = None  # the resolved address the request must reach
     refused: str | None = None
 
 
@@ -140,26 +143,22 @@ async def resolve(url: str, allow_private: bool) -> Target:
     return Target(url, address, refused)
 
 
-async def check_host(host: str) -> tuple[str | None, str | None]:
+async def check_host(host: str) -> tuple[IPAddress | None, str | None]:
     """(an address of `host`, None) if all its addresses are global, else (None, why not)."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
         return None, None  # unresolvable: the request itself reports it as not reachable
-    addresses = []
+    first: IPAddress | None = None
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         if not address.is_global:
             return None, f"not checked: {host} resolves to a non-public address"
-        addresses.append(address)
-    return (str(addresses[0]) if addresses else None), None
-
-
-async def non_public(host: str) -> str | None:
-    """Why `host` must not be probed (it resolves to a non-global address), or None."""
-    return (await check_host(host))[1]
+        if first is None:
+            first = address
+    return first, None
 
 
 async def _fetch(client: httpx.AsyncClient, target: Target) -> httpx.Response:
@@ -168,7 +167,7 @@ async def _fetch(client: httpx.AsyncClient, target: Target) -> httpx.Response:
     extensions: dict[str, str] = {}
     if target.address is not None:
         parts = urlsplit(url)
-        ip = ipaddress.ip_address(target.address)
+        ip = target.address
         literal = f"[{ip}]" if ip.version == 6 else str(ip)
         netloc = f"{literal}:{parts.port}" if parts.port else literal
         url = parts._replace(netloc=netloc).geturl()
