@@ -15,6 +15,7 @@ from bookgen.service.app import EmbeddedSim
 from bookgen.service.hooks import Hooks, JobInfo
 from bookgen.service.llm.client import ChatResult, LLMClient, estimate_tokens
 from bookgen.service.llm.sim import ChatRequest, compose
+from bookgen.service.pipeline import prompts
 from bookgen.service.pipeline.book import OUTLINE_INDEX, BookWriter
 from bookgen.service.pipeline.length import WordLimit, bounds, trim_to_sentence
 from bookgen.service.pipeline.outline import Outline, OutlineStream, parse_outline
@@ -60,8 +61,6 @@ def test_word_limit_stops_once_the_kept_words_are_complete() -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_outline_stream_hands_over_the_entries_parse_outline_reads(seed: int) -> None:
     spec = BookSpec("j", "Ada Lovelace", 7, 7000, "bookgen-sim")
-    from bookgen.service.pipeline import prompts
-
     text, _ = compose(ChatRequest.model_validate({"messages": prompts.outline(spec)}))
     got: list[tuple[int, dict[str, str]]] = []
     watch = OutlineStream(7, lambda n, e: got.append((n, e)))
