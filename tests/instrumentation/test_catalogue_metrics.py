@@ -7,7 +7,7 @@ from telemetry_helpers import catalogue_problems
 
 from bookgen.instrumentation import catalogue as cat
 from bookgen.instrumentation.metrics import Metrics
-from bookgen.instrumentation.process import ProcessCollector, RuntimeCollector
+from bookgen.instrumentation.process import ProcessCollector, RuntimeCollector, WorkerCollector
 
 
 def exposed_registry() -> CollectorRegistry:
@@ -21,6 +21,7 @@ def exposed_registry() -> CollectorRegistry:
     metrics.build_info.labels("0", "3.11", "0").set(1)
     registry.register(RuntimeCollector(lambda: None, 200))
     registry.register(ProcessCollector())
+    registry.register(WorkerCollector(32, lambda: 3))
     return registry
 
 

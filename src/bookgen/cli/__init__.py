@@ -10,6 +10,8 @@ import click
 # command's heavy imports (locust, grafana sdk) stay out of the others.
 COMMANDS: dict[str, str] = {
     "serve": "bookgen.cli.serve:serve",
+    "api": "bookgen.cli.serve:api",
+    "worker": "bookgen.cli.worker:worker",
     "generate": "bookgen.cli.generate:generate",
     "sim-llm": "bookgen.cli.simllm:sim_llm",
     "slo": "bookgen.cli.slo:slo",

@@ -144,7 +144,11 @@ class Supervisor:
     help="one line per request; default: on with telemetry (BOOKGEN_ACCESS_LOG), else off",
 )
 def serve(host: str, port: int, workers: int, log_level: str, access_log: bool | None) -> None:
-    """Run the API and its job workers (the simulated model too, unless BOOKGEN_LLM_BASE_URL)."""
+    """Run the API and its job workers (the simulated model too, unless BOOKGEN_LLM_BASE_URL).
+
+    With BOOKGEN_BROKER_URL set, the API only admits, enqueues and reads; `bookgen worker`
+    processes write the books.
+    """
     if access_log is not None:
         # Workers and the app factory read it from the environment, as every other setting.
         os.environ["BOOKGEN_ACCESS_LOG"] = "true" if access_log else "false"
@@ -170,6 +174,21 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool |
         )
     args = [host, str(port), log_level, "1" if access_log else "0"]
     sys.exit(Supervisor(args, workers).run())
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def api(ctx: click.Context) -> None:
+    """The API tier alone: admits, enqueues and reads (`serve` options; needs a broker)."""
+    if not get_settings().broker_url:
+        raise click.ClickException(
+            "the API tier needs a broker: set BOOKGEN_BROKER_URL (or run `bookgen serve`, which "
+            "also writes the books in-process)"
+        )
+    serve.main(args=ctx.args, prog_name="bookgen api", standalone_mode=False)
 
 
 def _worker_main(argv: list[str]) -> None:

@@ -54,7 +54,7 @@ class Telemetry:
     log_level: str
 
 
-def _bookgen_version() -> str:
+def bookgen_version() -> str:
     try:
         return version("bookgen")
     except PackageNotFoundError:
@@ -116,7 +116,7 @@ def instrument(
         "/metrics", metrics_endpoint(registry), methods=["GET"], include_in_schema=False
     )
     metrics.precreate(_http_series(app), provider=settings.llm_provider_name, models=models)
-    build = (_bookgen_version(), platform.python_version(), str(settings.worker_index))
+    build = (bookgen_version(), platform.python_version(), str(settings.worker_index))
     metrics.build_info.labels(*build).set(1)
     registry.register(
         RuntimeCollector(lambda: getattr(app.state, "runtime", None), settings.max_queue)

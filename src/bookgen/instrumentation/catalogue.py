@@ -42,6 +42,11 @@ LENGTH_FIX_ACTIONS = ("continue", "trim")
 LLM_RETRY_REASONS = ("rate_limited", "server_error", "timeout", "connection")
 TOKEN_TYPES = ("input", "output")
 CHAPTER_KINDS = ("outline", "introduction", "chapter", "epilogue")
+# How one delivery of a section task ended on a worker.
+SECTION_TASK_OUTCOMES = ("completed", "failed", "duplicate", "handed_back", "gave_up")
+SECTION_STATES = ("queued", "running")
+# Through 30 minutes: a section is one streamed chapter (~1.5 min at 40 tokens/s).
+SECTION_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0)
 GC_GENERATIONS = ("0", "1", "2")
 # Label value for anything outside a bounded set (OpenTelemetry's convention).
 OTHER = "_OTHER"
@@ -136,6 +141,53 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Extra LLM passes made to bring a chapter within tolerance, by action.",
         ("action",),
     ),
+    # --- worker tier (Celery workers; the store-wide figures come from the API processes) -----
+    MetricSpec(
+        "bookgen_worker_slots",
+        "gauge",
+        "Sections this worker process can run at once (its pool size).",
+    ),
+    MetricSpec(
+        "bookgen_worker_sections_running",
+        "gauge",
+        "Sections this worker process is running now.",
+    ),
+    MetricSpec(
+        "bookgen_section_tasks_total",
+        "counter",
+        "Section task deliveries handled by this worker, by how they ended.",
+        ("outcome",),
+    ),
+    MetricSpec(
+        "bookgen_section_redeliveries_total",
+        "counter",
+        "Section runs that started again after an earlier run of the same section was cut off.",
+    ),
+    MetricSpec(
+        "bookgen_section_task_duration_seconds",
+        "histogram",
+        "Wall time of one section task on a worker, by section kind and outcome.",
+        ("kind", "outcome"),
+        SECTION_DURATION_BUCKETS,
+        "seconds",
+    ),
+    MetricSpec(
+        "bookgen_sections",
+        "gauge",
+        "Sections of unfinished books waiting for a worker or being written (whole service).",
+        ("state",),
+    ),
+    MetricSpec(
+        "bookgen_section_oldest_queued_age_seconds",
+        "gauge",
+        "Time the oldest queued section has waited for a worker (whole service); 0 when none.",
+        unit="seconds",
+    ),
+    MetricSpec(
+        "bookgen_workers_expected",
+        "gauge",
+        "Worker processes this deployment is meant to run (0: not configured).",
+    ),
     # --- LLM (OpenTelemetry GenAI conventions, translated to Prometheus names) -----------
     MetricSpec(
         "gen_ai_client_operation_duration_seconds",
@@ -215,6 +267,16 @@ CATALOGUE: tuple[MetricSpec, ...] = (
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in CATALOGUE}
+# Families only worker-tier processes (`bookgen worker`) expose; every other family is on the API.
+WORKER_ONLY = frozenset(
+    {
+        "bookgen_worker_slots",
+        "bookgen_worker_sections_running",
+        "bookgen_section_tasks_total",
+        "bookgen_section_redeliveries_total",
+        "bookgen_section_task_duration_seconds",
+    }
+)
 
 
 def series_names(spec: MetricSpec) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from bookgen.instrumentation import catalogue as cat
 from bookgen.instrumentation.logging import job_id_var
 from bookgen.instrumentation.metrics import Metrics, bounded
-from bookgen.service.hooks import ChapterOutcome, Hooks, JobInfo, LLMCall
+from bookgen.service.hooks import ChapterOutcome, Hooks, JobInfo, LLMCall, SectionRun
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 # error.type values: status codes and identifiers such as "timeout" or an exception class name.
@@ -98,6 +98,44 @@ class TelemetryHooks(Hooks):
             span.set_attribute("bookgen.job.outcome", outcome)
             if outcome == "failed":
                 span.set_status(Status(StatusCode.ERROR))
+
+    # --- worker tier --------------------------------------------------------------------
+    @contextmanager
+    def section_task(self, run: SectionRun) -> Iterator[SectionRun]:
+        # A child of the submitting request (its context travelled in the task headers), so
+        # request -> section task -> chapter -> LLM call is one trace across the queue.
+        parent = _PROPAGATOR.extract(run.carrier) if run.carrier else otel_context.Context()
+        token = job_id_var.set(run.job.job_id)
+        started = time.perf_counter()
+        try:
+            with self._tracer.start_as_current_span(
+                "bookgen.section",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "bookgen.job.id": run.job.job_id,
+                    "bookgen.chapter.index": run.index,
+                    "bookgen.chapter.kind": run.kind,
+                    "bookgen.section.attempt": run.attempt,
+                    "messaging.system": "celery",
+                    "messaging.operation.type": "process",
+                },
+            ) as span:
+                yield run
+                span.set_attribute("bookgen.section.outcome", run.outcome)
+                if run.outcome in ("failed", "gave_up"):
+                    span.set_status(Status(StatusCode.ERROR))
+        finally:
+            job_id_var.reset(token)
+            outcome = bounded(run.outcome, cat.SECTION_TASK_OUTCOMES)
+            self._m.section_tasks.labels(outcome).inc()
+            if outcome != "duplicate":
+                if run.attempt > 1:
+                    self._m.section_redeliveries.inc()
+                kind = bounded(run.kind, cat.CHAPTER_KINDS)
+                self._m.section_duration.labels(kind, outcome).observe(
+                    time.perf_counter() - started
+                )
 
     # --- chapters -----------------------------------------------------------------------
     @contextmanager

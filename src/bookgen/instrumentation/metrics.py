@@ -23,6 +23,11 @@ COLLECTED = frozenset(
         "bookgen_jobs_running",
         "bookgen_job_oldest_running_age_seconds",
         "bookgen_job_queue_capacity",
+        "bookgen_worker_slots",
+        "bookgen_worker_sections_running",
+        "bookgen_sections",
+        "bookgen_section_oldest_queued_age_seconds",
+        "bookgen_workers_expected",
         "bookgen_process_resident_memory_bytes",
         "bookgen_process_cpu_seconds_total",
         "bookgen_process_open_fds",
@@ -95,6 +100,9 @@ class Metrics:
         self.llm_ttfc = self._get("gen_ai_client_operation_time_to_first_chunk_seconds", Histogram)
         self.llm_retries = self._get("bookgen_llm_retries_total", Counter)
         self.llm_cost = self._get("bookgen_llm_cost_usd_total", Counter)
+        self.section_tasks = self._get("bookgen_section_tasks_total", Counter)
+        self.section_redeliveries = self._get("bookgen_section_redeliveries_total", Counter)
+        self.section_duration = self._get("bookgen_section_task_duration_seconds", Histogram)
         self.event_loop_lag = self._get("bookgen_event_loop_lag_seconds", Histogram)
         self.build_info = self._get("bookgen_build_info", Gauge)
         self._http_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
@@ -137,6 +145,10 @@ class Metrics:
             self.length_fixes.labels(action)
         for reason in cat.LLM_RETRY_REASONS:
             self.llm_retries.labels(reason)
+        for outcome in cat.SECTION_TASK_OUTCOMES:
+            self.section_tasks.labels(outcome)
+        for kind in cat.CHAPTER_KINDS:
+            self.section_duration.labels(kind, "completed")
         for model in models:
             genai = ("chat", provider, model)
             self.llm_duration.labels(*genai, "")

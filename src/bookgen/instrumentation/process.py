@@ -26,6 +26,18 @@ class _Snapshot(Protocol):
     running: int
     oldest_running_created_at: datetime | None
     queue_capacity: int
+    sections_queued: int
+    sections_running: int
+    oldest_queued_section_at: datetime | None
+    workers_expected: int
+
+
+def _age(moment: datetime | None) -> float:
+    if moment is None:
+        return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - moment).total_seconds())
 
 
 def _gauge(name: str, value: float) -> GaugeMetricFamily:
@@ -42,6 +54,8 @@ class RuntimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         queued = running = age = 0.0
+        sections = {"queued": 0.0, "running": 0.0}
+        queued_age = expected = 0.0
         capacity = float(self._default_capacity)
         runtime = self._runtime()
         if runtime is not None:
@@ -49,17 +63,35 @@ class RuntimeCollector(Collector):
                 snap: _Snapshot = runtime.snapshot()
                 queued, running = float(snap.queued), float(snap.running)
                 capacity = float(snap.queue_capacity)
-                oldest = snap.oldest_running_created_at
-                if oldest is not None:
-                    if oldest.tzinfo is None:
-                        oldest = oldest.replace(tzinfo=UTC)
-                    age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+                age = _age(snap.oldest_running_created_at)
+                sections = {"queued": snap.sections_queued, "running": snap.sections_running}
+                queued_age = _age(snap.oldest_queued_section_at)
+                expected = float(snap.workers_expected)
             except Exception:  # a scrape must not fail because the runtime is mid-shutdown
                 log.warning("runtime snapshot failed", exc_info=True)
         yield _gauge("bookgen_jobs_queued", queued)
         yield _gauge("bookgen_jobs_running", running)
         yield _gauge("bookgen_job_oldest_running_age_seconds", age)
         yield _gauge("bookgen_job_queue_capacity", capacity)
+        spec = cat.BY_NAME["bookgen_sections"]
+        family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+        for state in cat.SECTION_STATES:
+            family.add_metric([state], float(sections[state]))
+        yield family
+        yield _gauge("bookgen_section_oldest_queued_age_seconds", queued_age)
+        yield _gauge("bookgen_workers_expected", expected)
+
+
+class WorkerCollector(Collector):
+    """A worker process's slots and the sections it runs now."""
+
+    def __init__(self, slots: int, running: Callable[[], int]) -> None:
+        self._slots = slots
+        self._running = running
+
+    def collect(self) -> Iterator[Metric]:
+        yield _gauge("bookgen_worker_slots", self._slots)
+        yield _gauge("bookgen_worker_sections_running", self._running())
 
 
 class ProcessCollector(Collector):

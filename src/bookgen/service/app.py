@@ -20,10 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookgen.service.deps import SubmissionLimiter
 from bookgen.service.hooks import Hooks
-from bookgen.service.jobs import JobRuntime
+from bookgen.service.jobs import Executor, JobRuntime
 from bookgen.service.llm.client import LLMClient
 from bookgen.service.llm.sim import create_sim_app
 from bookgen.service.pipeline.export import RenderedBooks
+from bookgen.service.queue import Publisher, make_celery
+from bookgen.service.queue.executor import QueuedExecutor
 from bookgen.service.readcache import ReadCaches
 from bookgen.service.routes import biographies, debug, health, sources, status
 from bookgen.service.routes.health import VERSION
@@ -177,12 +179,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = Store.from_url(settings.database_url)
     await store.create_tables()
     sim: EmbeddedSim | None = None
-    base_url = settings.llm_base_url
-    if base_url is None:
-        sim = EmbeddedSim(settings.sim)
-        base_url = await sim.start()
-    llm = LLMClient(settings, hooks, base_url=base_url)
-    runtime = JobRuntime(store, llm, settings, hooks)
+    llm: LLMClient | None = None
+    runtime: Executor
+    if settings.broker_url:
+        # The API tier only admits, enqueues and reads: the workers call the model.
+        runtime = QueuedExecutor(store, settings, Publisher(make_celery(settings)))
+    else:
+        base_url = settings.llm_base_url
+        if base_url is None:
+            sim = EmbeddedSim(settings.sim)
+            base_url = await sim.start()
+        llm = LLMClient(settings, hooks, base_url=base_url)
+        runtime = JobRuntime(store, llm, settings, hooks)
     app.state.store, app.state.llm, app.state.sim, app.state.runtime = store, llm, sim, runtime
     app.state.read_caches = ReadCaches()  # keyed on this store's versions: one per store
     await runtime.start()
@@ -191,7 +199,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await runtime.stop()
-        await llm.aclose()
+        if llm is not None:
+            await llm.aclose()
         if sim is not None:
             await sim.stop()
         await store.close()

@@ -17,7 +17,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from bookgen.service.hooks import Hooks
-from bookgen.service.jobs import JobRuntime
+from bookgen.service.jobs import Executor
 from bookgen.service.settings import Settings
 from bookgen.service.store import Store
 
@@ -78,8 +78,8 @@ async def _store(request: Request) -> Store:
     return store
 
 
-async def _runtime(request: Request) -> JobRuntime:
-    runtime: JobRuntime = request.app.state.runtime
+async def _runtime(request: Request) -> Executor:
+    runtime: Executor = request.app.state.runtime
     return runtime
 
 
@@ -95,7 +95,7 @@ async def _limiter(request: Request) -> SubmissionLimiter:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Store, Depends(_store)]
-RuntimeDep = Annotated[JobRuntime, Depends(_runtime)]
+RuntimeDep = Annotated[Executor, Depends(_runtime)]
 HooksDep = Annotated[Hooks, Depends(_hooks)]
 LimiterDep = Annotated[SubmissionLimiter, Depends(_limiter)]
 ClientKeyDep = Annotated[str, Depends(client_key)]

@@ -60,6 +60,19 @@ class ChapterOutcome:
     attempts: int
 
 
+@dataclass(slots=True)
+class SectionRun:
+    """One delivery of a section task on a worker; the worker sets `outcome` before it ends."""
+
+    job: JobInfo
+    index: int  # -1 = outline, then as ChapterOutcome
+    kind: str
+    attempt: int  # runs of this section so far, this one included (1 = first)
+    # Trace context carried in the task message's headers (the submitting request's).
+    carrier: dict[str, str] = field(default_factory=dict)
+    outcome: str = "completed"  # completed | failed | duplicate | handed_back | gave_up
+
+
 class Hooks:
     """No-op observer. Subclasses override what they measure."""
 
@@ -78,6 +91,12 @@ class Hooks:
 
     def job_finished(self, job: JobInfo, outcome: str, duration_s: float) -> None:
         """outcome: completed | failed | cancelled; duration from created_at."""
+
+    # --- worker tier --------------------------------------------------------------------
+    @contextmanager
+    def section_task(self, run: SectionRun) -> Iterator[SectionRun]:
+        """Wraps one delivery of a section task on a worker (a claimed run or a no-op)."""
+        yield run
 
     # --- chapters -----------------------------------------------------------------------
     @contextmanager

@@ -84,6 +84,26 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(default=30.0, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
 
+    # Worker tier. With a broker URL the API only admits and enqueues; `bookgen worker`
+    # processes (Celery) write the books, sharing the store (PostgreSQL across hosts).
+    broker_url: str | None = None
+    worker_concurrency: int = Field(default=32, ge=1, description="sections at once per worker")
+    # A running section renews its lease every third of this; a killed worker's section is
+    # queued again within about this long (plus one reaper interval).
+    section_lease_s: float = Field(default=30.0, gt=0)
+    reap_interval_s: float = Field(default=5.0, gt=0)
+    # A section that was cut off this many times fails its book instead of killing more workers.
+    section_max_runs: int = Field(default=3, ge=1)
+    # The longest one section may take; a section past it counts as a cut-off run.
+    section_deadline_s: float = Field(default=1200.0, gt=0)
+    # On SIGTERM, running sections get this long to finish before they are handed back.
+    worker_drain_s: float = Field(default=20.0, ge=0)
+    # A queued section whose message has not been picked up for this long is published again
+    # (a broker that lost its queue, e.g. restarted without persistence).
+    section_republish_s: float = Field(default=600.0, gt=0)
+    # Exported for the "fewer workers than expected" alert; 0 = not configured.
+    workers_expected: int = Field(default=0, ge=0)
+
     # HTTP edge
     rate_limit: str = "120/minute"
     # A `limits` async storage URI. Memory counts per process (N workers: N x the rate); use

@@ -22,10 +22,10 @@ from bookgen.service.pipeline.writer import ChatModel, LengthPolicy
 from bookgen.service.settings import Settings
 from bookgen.service.store import JobRow, LeaseLost, Store
 from bookgen.service.store.models import utcnow
+from bookgen.service.store.repository import ERROR_LIMIT
 
 logger = logging.getLogger("bookgen.jobs")
 
-ERROR_LIMIT = 500
 MAX_RUNS = 5
 
 
@@ -37,6 +37,11 @@ class RuntimeSnapshot:
     queue_capacity: int
     job_slots: int
     paused: bool
+    # The worker tier's ledger (whole service); zeros when jobs run in-process.
+    sections_queued: int = 0
+    sections_running: int = 0
+    oldest_queued_section_at: datetime | None = None
+    workers_expected: int = 0
 
 
 @dataclass(slots=True)
@@ -107,6 +112,10 @@ class JobRuntime:
     @property
     def paused(self) -> bool:
         return not self._unpaused.is_set()
+
+    async def submit(self, job: JobRow) -> None:
+        await self.store.add_job(job)
+        self.wake()
 
     def wake(self) -> None:
         """A job was just submitted: look for work now rather than at the next poll."""

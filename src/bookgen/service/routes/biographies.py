@@ -134,8 +134,7 @@ async def generate(
         created_at=utcnow(),
         trace_context=hooks.job_submitted(job_id),
     )
-    await store.add_job(job)
-    runtime.wake()
+    await runtime.submit(job)
     status_url, download_url = _paths(job_id)
     eta = job.created_at + timedelta(seconds=runtime.estimate_seconds(chapters, total_words))
     return JobCreated(

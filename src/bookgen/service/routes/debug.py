@@ -12,6 +12,7 @@ import asyncio
 import mmap
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,15 +145,22 @@ async def deflate(request: Request, worker: int | None = None) -> dict[str, Any]
 async def pause(request: Request, body: Target | None = None) -> dict[str, Any]:
     """Stop this worker claiming jobs and suspend its running ones (`JobRuntime.pause`)."""
     state = _this_worker(request, body)
-    request.app.state.runtime.pause()
+    _control(request.app.state.runtime.pause)
     return _report(request, state)
 
 
 @router.post("/resume")
 async def resume(request: Request, body: Target | None = None) -> dict[str, Any]:
     state = _this_worker(request, body)
-    request.app.state.runtime.resume()
+    _control(request.app.state.runtime.resume)
     return _report(request, state)
+
+
+def _control(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except NotImplementedError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
 
 
 @router.api_route("/fail", methods=["GET", "POST"])

@@ -1,4 +1,4 @@
-"""Liveness (`/health`, checks nothing) and readiness (`/ready`, checks store and LLM)."""
+"""Liveness (`/health`, checks nothing) and readiness (`/ready`, checks store and LLM or broker)."""
 
 from __future__ import annotations
 
@@ -37,14 +37,18 @@ async def _check(probe: Any) -> str:
 
 @router.get("/ready", responses={503: {"description": "a dependency is not usable"}})
 async def ready(request: Request) -> JSONResponse:
-    """200 when the job store and the LLM provider answer; else 503 naming what failed."""
+    """200 when the store and the model (or the broker) answer; else 503 naming what failed."""
     state = request.app.state
     cached: tuple[float, dict[str, str]] | None = getattr(state, "ready_cache", None)
     if cached is not None and time.monotonic() - cached[0] < READY_CACHE_S:
         checks = cached[1]
     else:
-        store, llm = await asyncio.gather(_check(state.store.ping), _check(state.llm.ping))
-        checks = {"store": store, "llm": llm}
+        # On a worker tier the API needs the broker, not the model (the workers call it).
+        name, probe = (
+            ("llm", state.llm.ping) if state.llm is not None else ("broker", state.runtime.ping)
+        )
+        store, other = await asyncio.gather(_check(state.store.ping), _check(probe))
+        checks = {"store": store, name: other}
         state.ready_cache = (time.monotonic(), checks)
     failed = sorted(name for name, result in checks.items() if result != "ok")
     body = {"status": "not_ready" if failed else "ready", "checks": checks, "failed": failed}

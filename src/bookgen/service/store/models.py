@@ -100,3 +100,30 @@ class SectionRow(Base):
     deviation: Mapped[float] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SectionTaskRow(Base):
+    """Where one piece of a book stands on the worker tier: -1 = outline, then as `sections`.
+
+    The broker only carries "run piece (job, index)"; this row decides who may run it (a lease
+    with its owner as fencing token) and whether it already ran, so a redelivered or duplicated
+    message has no second effect.
+    """
+
+    __tablename__ = "section_tasks"
+    __table_args__ = (Index("ix_section_tasks_state", "state", "queued_at"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    title: Mapped[str] = mapped_column(String(300), default="")
+    synopsis: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|done|failed
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When its task message was last handed to the broker (None: not yet).
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -25,6 +25,7 @@ from bookgen.service.store.models import Base, JobRow, SectionRow, utcnow
 
 ACTIVE = ("pending", "in_progress")
 FINISHED = ("completed", "failed", "cancelled")
+ERROR_LIMIT = 500  # characters of a failure reason kept with a job
 FINISHED_CACHE_SIZE = 4096
 VERSIONS_KEPT = 16384
 SCHEMA_LOCK = 0x426F6F6B  # "Book": serialises table creation between workers on PostgreSQL
@@ -107,7 +108,7 @@ class Store:
         self.version = 0
         self._job_versions: OrderedDict[str, int] = OrderedDict()
 
-    def _touch(self, job_id: str) -> None:
+    def touch(self, job_id: str) -> None:
         """Record a committed local write to `job_id` (call after the commit, never before)."""
         self.version += 1
         self._job_versions[job_id] = self.version
@@ -120,7 +121,7 @@ class Store:
         return self._job_versions.get(job_id, 0)
 
     @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, for statements that write."""
         async with contextlib.AsyncExitStack() as stack:
             if self._write_lock is not None:
@@ -161,10 +162,16 @@ class Store:
             n = await s.scalar(select(func.count()).where(JobRow.status == "pending"))
         return int(n or 0)
 
+    async def oldest_running_created_at(self) -> datetime | None:
+        query = select(func.min(JobRow.created_at)).where(JobRow.status == "in_progress")
+        async with self.sessions() as s:
+            oldest: datetime | None = await s.scalar(query)
+        return oldest
+
     async def add_job(self, job: JobRow) -> JobRow:
-        async with self._writing() as s:
+        async with self.transaction() as s:
             s.add(job)
-        self._touch(job.id)
+        self.touch(job.id)
         return job
 
     async def get_job(self, job_id: str) -> JobRow | None:
@@ -200,7 +207,7 @@ class Store:
 
     async def cancel(self, job_id: str) -> JobRow | None:
         """Cancel a pending or running job; returns the job as it now is (None if unknown)."""
-        async with self._writing() as s:
+        async with self.transaction() as s:
             await s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status.in_(ACTIVE))
@@ -211,7 +218,7 @@ class Store:
                     lease_expires_at=None,
                 )
             )
-        self._touch(job_id)
+        self.touch(job_id)
         return await self.get_job(job_id)
 
     # --- worker side ---------------------------------------------------------------------
@@ -250,10 +257,10 @@ class Store:
             .returning(JobRow.id)
             .execution_options(synchronize_session=False)
         )
-        async with self._writing() as s:
+        async with self.transaction() as s:
             job_id = (await s.execute(statement)).scalar_one_or_none()
         if job_id is not None:
-            self._touch(job_id)
+            self.touch(job_id)
         return None if job_id is None else await self.get_job(job_id)
 
     def _owned(self, job_id: str, owner: str) -> Any:
@@ -263,7 +270,7 @@ class Store:
 
     async def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
         expires = utcnow() + timedelta(seconds=lease_s)
-        async with self._writing() as s:
+        async with self.transaction() as s:
             result = await s.execute(
                 update(JobRow).where(self._owned(job_id, owner)).values(lease_expires_at=expires)
             )
@@ -271,32 +278,32 @@ class Store:
 
     async def release(self, job_id: str, owner: str) -> None:
         """Hand a running job back to the queue (clean shutdown)."""
-        async with self._writing() as s:
+        async with self.transaction() as s:
             await s.execute(
                 update(JobRow)
                 .where(self._owned(job_id, owner))
                 .values(status="pending", lease_owner=None, lease_expires_at=None)
             )
-        self._touch(job_id)
+        self.touch(job_id)
 
     async def save_outline(
         self, job_id: str, owner: str, outline: list[dict[str, str]], usage: Usage
     ) -> None:
-        async with self._writing() as s:
+        async with self.transaction() as s:
             result = await s.execute(
                 update(JobRow)
                 .where(self._owned(job_id, owner))
-                .values(outline=outline, **_add_usage(usage))
+                .values(outline=outline, **add_usage(usage))
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise LeaseLost(job_id)
-        self._touch(job_id)
+        self.touch(job_id)
 
     async def save_section(self, owner: str, section: NewSection, usage: Usage) -> bool:
         """Store a finished section once; False if it was already stored."""
         is_chapter = 1 if section.kind == "chapter" else 0
         try:
-            async with self._writing() as s:
+            async with self.transaction() as s:
                 result = await s.execute(
                     update(JobRow)
                     .where(self._owned(section.job_id, owner))
@@ -304,15 +311,15 @@ class Store:
                         sections_completed=JobRow.sections_completed + 1,
                         chapters_completed=JobRow.chapters_completed + is_chapter,
                         words_written=JobRow.words_written + section.words,
-                        **_add_usage(usage),
+                        **add_usage(usage),
                     )
                 )
                 if not result.rowcount:  # type: ignore[attr-defined]
                     raise LeaseLost(section.job_id)
-                s.add(SectionRow(**_fields(section)))
+                s.add(SectionRow(**section_fields(section)))
         except IntegrityError:
             return False
-        self._touch(section.job_id)
+        self.touch(section.job_id)
         return True
 
     async def finish(
@@ -320,7 +327,7 @@ class Store:
     ) -> datetime | None:
         """Mark an owned job finished; returns completed_at, or None if no longer ours."""
         now = utcnow()
-        async with self._writing() as s:
+        async with self.transaction() as s:
             result = await s.execute(
                 update(JobRow)
                 .where(self._owned(job_id, owner))
@@ -332,11 +339,11 @@ class Store:
                     lease_expires_at=None,
                 )
             )
-        self._touch(job_id)
+        self.touch(job_id)
         return now if result.rowcount else None  # type: ignore[attr-defined]
 
 
-def _add_usage(usage: Usage) -> dict[str, Any]:
+def add_usage(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": JobRow.input_tokens + usage.input_tokens,
         "output_tokens": JobRow.output_tokens + usage.output_tokens,
@@ -344,5 +351,5 @@ def _add_usage(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _fields(section: NewSection) -> dict[str, Any]:
+def section_fields(section: NewSection) -> dict[str, Any]:
     return {name: getattr(section, name) for name in NewSection.__slots__}
