@@ -1,0 +1,268 @@
+"""`SectionWorker` without a broker: deliveries from a local queue, several threads as the pool.
+
+What a broker adds (redelivery after kill -9, several processes) is tested with real Redis,
+RabbitMQ and worker processes in tests/tier; here the pipeline, the ledger and the hand-back run.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from bookgen.service.hooks import Hooks, JobInfo, SectionRun
+from bookgen.service.queue.publisher import Publisher
+from bookgen.service.settings import Settings
+from bookgen.service.store import JobRow, SectionRow
+from bookgen.service.store.models import SectionTaskRow, utcnow
+from bookgen.service.store.tasks import OUTLINE_INDEX, SectionTasks
+from bookgen.service.worker import SectionWorker
+from service_helpers import fast_settings
+
+Piece = tuple[str, int, dict[str, str]]
+
+
+class LocalPublisher(Publisher):
+    """Deliveries go to an in-memory queue instead of a broker."""
+
+    def __init__(self) -> None:
+        super().__init__(Celery("test", set_as_current=False))
+        self.queue: queue.Queue[Piece] = queue.Queue()
+        self.sent: list[tuple[str, int]] = []
+
+    def publish_now(self, job_id: str, index: int, carrier: dict[str, str]) -> None:
+        self.sent.append((job_id, index))
+        self.queue.put((job_id, index, carrier))
+
+
+class RecordingHooks(Hooks):
+    def __init__(self) -> None:
+        self.runs: list[SectionRun] = []
+        self.finished: list[str] = []
+
+    @contextmanager
+    def section_task(self, run: SectionRun) -> Iterator[SectionRun]:
+        self.runs.append(run)
+        yield run
+
+    def job_finished(self, job: JobInfo, outcome: str, duration_s: float) -> None:
+        self.finished.append(outcome)
+
+
+class Pool:
+    """`threads` consumer threads feeding the worker, as Celery's threads pool does."""
+
+    def __init__(self, worker: SectionWorker, publisher: LocalPublisher, threads: int) -> None:
+        self.worker, self.publisher = worker, publisher
+        self.stop = threading.Event()
+        self.outcomes: list[str] = []
+        self.threads = [threading.Thread(target=self._consume) for _ in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _consume(self) -> None:
+        while not self.stop.is_set():
+            try:
+                job_id, index, carrier = self.publisher.queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self.outcomes.append(self.worker.run(job_id, index, carrier))
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def tier_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "broker_url": "memory://",
+        "section_lease_s": 1.5,
+        "reap_interval_s": 0.2,
+        "worker_drain_s": 0.0,
+    }
+    values.update(overrides)
+    return fast_settings(tmp_path, **values)
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[tuple[SectionWorker, LocalPublisher, RecordingHooks]]:
+    hooks = RecordingHooks()
+    publisher = LocalPublisher()
+    worker = SectionWorker(tier_settings(tmp_path), hooks, publisher, owner="worker-a")
+    worker.start()
+    try:
+        yield worker, publisher, hooks
+    finally:
+        worker.close()
+
+
+def submit(worker: SectionWorker, publisher: LocalPublisher, chapters: int = 3) -> str:
+    job = JobRow(
+        id=f"job{time.monotonic_ns()}",
+        character="Ada Lovelace",
+        chapters=chapters,
+        total_words=chapters * 300,
+        model="bookgen-sim",
+        status="pending",
+        created_at=utcnow(),
+        sources=[],
+        trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+    )
+    tasks = SectionTasks(worker.store)  # type: ignore[arg-type]
+    pieces = worker._call(tasks.submit(job))
+    for piece in pieces:
+        publisher.publish_now(job.id, piece.index, job.trace_context)
+    return job.id
+
+
+def wait_for(
+    worker: SectionWorker, job_id: str, statuses: set[str], timeout_s: float = 30.0
+) -> JobRow:
+    assert worker.store is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        worker.store._finished.clear()
+        job = worker._call(worker.store.get_job(job_id))
+        assert job is not None
+        if job.status in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job still {job.status}"
+        time.sleep(0.05)
+
+
+def rows(worker: SectionWorker, job_id: str) -> tuple[list[SectionRow], list[SectionTaskRow]]:
+    assert worker.store is not None
+    sections = worker._call(worker.store.sections(job_id))
+    planned = worker._call(SectionTasks(worker.store).planned(job_id))
+    return sections, sorted(planned.values(), key=lambda r: r.index)
+
+
+def test_a_book_is_written_piece_by_piece(
+    started: tuple[SectionWorker, LocalPublisher, RecordingHooks],
+) -> None:
+    worker, publisher, hooks = started
+    pool = Pool(worker, publisher, threads=8)
+    try:
+        job_id = submit(worker, publisher, chapters=3)
+        job = wait_for(worker, job_id, {"completed", "failed"})
+    finally:
+        pool.close()
+    assert job.status == "completed", job.error
+    sections, planned = rows(worker, job_id)
+    assert [s.index for s in sections] == [0, 1, 2, 3, 4]
+    assert [p.index for p in planned] == [OUTLINE_INDEX, 0, 1, 2, 3, 4]
+    assert all(p.state == "done" and p.attempts == 1 for p in planned)
+    assert job.outline == [{"title": p.title, "synopsis": p.synopsis} for p in planned[2:5]]
+    assert hooks.finished == ["completed"]
+    assert sorted(r.kind for r in hooks.runs) == sorted(
+        ["outline", "introduction", "chapter", "chapter", "chapter", "epilogue"]
+    )
+    assert all(r.carrier["traceparent"].startswith("00-111") for r in hooks.runs)
+
+
+def test_redelivered_messages_have_no_second_effect(
+    started: tuple[SectionWorker, LocalPublisher, RecordingHooks],
+) -> None:
+    worker, publisher, _ = started
+    pool = Pool(worker, publisher, threads=4)
+    try:
+        job_id = submit(worker, publisher, chapters=2)
+        wait_for(worker, job_id, {"completed"})
+        # The broker delivers every piece again (e.g. Redis restoring unacked messages).
+        before = len(pool.outcomes)
+        for index in (OUTLINE_INDEX, 0, 1, 2, 3):
+            publisher.publish_now(job_id, index, {})
+        deadline = time.monotonic() + 10
+        while len(pool.outcomes) < before + 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pool.close()
+    assert pool.outcomes[before:] == ["duplicate"] * 5
+    sections, _ = rows(worker, job_id)
+    assert [s.index for s in sections] == [0, 1, 2, 3]
+
+
+def test_a_dead_workers_piece_is_reaped_and_written_once(
+    started: tuple[SectionWorker, LocalPublisher, RecordingHooks],
+) -> None:
+    worker, publisher, _ = started
+    job_id = submit(worker, publisher, chapters=1)
+    # Another worker took the introduction, then died (its lease is never renewed).
+    assert worker.store is not None
+    tasks = SectionTasks(worker.store)
+    worker._call(tasks.claim(job_id, 0, "dead-worker", 1.5))
+    killed_at = time.monotonic()
+    pool = Pool(worker, publisher, threads=4)
+    try:
+        job = wait_for(worker, job_id, {"completed", "failed"})
+    finally:
+        pool.close()
+    assert job.status == "completed"
+    sections, planned = rows(worker, job_id)
+    intro = next(p for p in planned if p.index == 0)
+    assert intro.attempts == 2 and intro.state == "done"
+    assert [s.index for s in sections] == [0, 1, 2]
+    assert time.monotonic() - killed_at < 15
+
+
+def test_a_piece_that_keeps_dying_fails_its_book(tmp_path: Path) -> None:
+    hooks = RecordingHooks()
+    publisher = LocalPublisher()
+    worker = SectionWorker(
+        tier_settings(tmp_path, section_max_runs=2), hooks, publisher, owner="worker-a"
+    )
+    worker.start()
+    try:
+        job_id = submit(worker, publisher, chapters=1)
+        assert worker.store is not None
+        tasks = SectionTasks(worker.store)
+        for _ in range(2):  # two runs cut off by their workers dying
+            worker._call(tasks.claim(job_id, 0, "doomed", 0.01))
+            time.sleep(0.05)
+        pool = Pool(worker, publisher, threads=4)
+        try:
+            job = wait_for(worker, job_id, {"completed", "failed"})
+        finally:
+            pool.close()
+    finally:
+        worker.close()
+    assert job.status == "failed"
+    assert job.error is not None and "introduction 0 was cut off 2 times" in job.error
+    assert "gave_up" in pool.outcomes
+    assert hooks.finished == ["failed"]
+
+
+def test_a_stopping_worker_hands_running_pieces_back(tmp_path: Path) -> None:
+    slow = tier_settings(tmp_path, sim={"tokens_per_second": 40.0, "time_to_first_token_s": 0.0})
+    hooks = RecordingHooks()
+    publisher = LocalPublisher()
+    worker = SectionWorker(slow, hooks, publisher, owner="worker-a")
+    worker.start()
+    pool = Pool(worker, publisher, threads=4)
+    try:
+        job_id = submit(worker, publisher, chapters=1)
+        deadline = time.monotonic() + 10
+        while worker.running < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert worker.running >= 2
+        worker.begin_shutdown()
+        deadline = time.monotonic() + 10
+        while worker.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        pool.close()
+        sections, planned = rows(worker, job_id)
+        worker.close()
+    assert "handed_back" in pool.outcomes
+    handed = [p for p in planned if p.state == "queued"]
+    assert handed, "running pieces went back to the queue"
+    assert all(p.attempts == 0 and p.lease_owner is None for p in handed)
+    assert all((job_id, p.index) in publisher.sent for p in handed)
+    assert sections == [] or all(s.index not in {p.index for p in handed} for s in sections)
