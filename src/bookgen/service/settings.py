@@ -92,8 +92,9 @@ class Settings(BaseSettings):
     # queued again within about this long (plus one reaper interval).
     section_lease_s: float = Field(default=30.0, gt=0)
     reap_interval_s: float = Field(default=5.0, gt=0)
-    # A section that was cut off this many times fails its book instead of killing more workers.
-    section_max_runs: int = Field(default=3, ge=1)
+    # A section that was cut off this many times fails its book instead of killing more workers
+    # (graceful stops do not count; a node failure can cut off the same section more than once).
+    section_max_runs: int = Field(default=5, ge=1)
     # The longest one section may take; a section past it counts as a cut-off run.
     section_deadline_s: float = Field(default=1200.0, gt=0)
     # On SIGTERM, running sections get this long to finish before they are handed back.
