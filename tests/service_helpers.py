@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from celery import Celery
 from fastapi import FastAPI
 
 from bookgen.service.app import create_app
 from bookgen.service.hooks import Hooks
+from bookgen.service.queue.publisher import Publisher
 from bookgen.service.settings import Settings, SimSettings
+from bookgen.service.store import JobRow
+from bookgen.service.store.models import utcnow
+from bookgen.service.store.tasks import SectionTasks
+from bookgen.service.worker import SectionWorker
 
 FAST_SIM = SimSettings(tokens_per_second=4000.0, time_to_first_token_s=0.0, jitter=0.0)
 
@@ -92,3 +100,98 @@ def postgres_database() -> Iterator[str]:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- the worker tier without a broker ----------------------------------------------------------
+Piece = tuple[str, int, dict[str, str]]
+
+
+class LocalPublisher(Publisher):
+    """Deliveries go to an in-memory queue instead of a broker."""
+
+    def __init__(self) -> None:
+        super().__init__(Celery("test", set_as_current=False))
+        self.queue: queue.Queue[Piece] = queue.Queue()
+        self.sent: list[tuple[str, int]] = []
+
+    def publish_now(self, job_id: str, index: int, carrier: dict[str, str]) -> None:
+        self.sent.append((job_id, index))
+        self.queue.put((job_id, index, carrier))
+
+
+class Pool:
+    """`threads` consumer threads feeding the worker, as Celery's threads pool does."""
+
+    def __init__(self, worker: SectionWorker, publisher: LocalPublisher, threads: int) -> None:
+        self.worker, self.publisher = worker, publisher
+        self.stop = threading.Event()
+        self.outcomes: list[str] = []
+        self.threads = [threading.Thread(target=self._consume) for _ in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _consume(self) -> None:
+        while not self.stop.is_set():
+            try:
+                job_id, index, carrier = self.publisher.queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self.outcomes.append(self.worker.run(job_id, index, carrier))
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def tier_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "broker_url": "memory://",
+        "section_lease_s": 1.5,
+        "reap_interval_s": 0.2,
+        "worker_drain_s": 0.0,
+    }
+    values.update(overrides)
+    return fast_settings(tmp_path, **values)
+
+
+TRACEPARENT = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+
+
+def submit_book(
+    worker: SectionWorker,
+    publisher: LocalPublisher,
+    chapters: int = 3,
+    carrier: dict[str, str] | None = None,
+) -> str:
+    job = JobRow(
+        id=f"job{time.monotonic_ns()}",
+        character="Ada Lovelace",
+        chapters=chapters,
+        total_words=chapters * 300,
+        model="bookgen-sim",
+        status="pending",
+        created_at=utcnow(),
+        sources=[],
+        trace_context=dict(TRACEPARENT if carrier is None else carrier),
+    )
+    tasks = SectionTasks(worker.store)  # type: ignore[arg-type]
+    pieces = worker._call(tasks.submit(job))
+    for piece in pieces:
+        publisher.publish_now(job.id, piece.index, job.trace_context)
+    return job.id
+
+
+def wait_for_job(
+    worker: SectionWorker, job_id: str, statuses: set[str], timeout_s: float = 30.0
+) -> JobRow:
+    assert worker.store is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        worker.store._finished.clear()
+        job = worker._call(worker.store.get_job(job_id))
+        assert job is not None
+        if job.status in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job still {job.status}"
+        time.sleep(0.05)

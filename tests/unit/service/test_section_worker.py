@@ -6,39 +6,19 @@ RabbitMQ and worker processes in tests/tier; here the pipeline, the ledger and t
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
 from bookgen.service.hooks import Hooks, JobInfo, SectionRun
-from bookgen.service.queue.publisher import Publisher
-from bookgen.service.settings import Settings
-from bookgen.service.store import JobRow, SectionRow
-from bookgen.service.store.models import SectionTaskRow, utcnow
+from bookgen.service.store import SectionRow
+from bookgen.service.store.models import SectionTaskRow
 from bookgen.service.store.tasks import OUTLINE_INDEX, SectionTasks
 from bookgen.service.worker import SectionWorker
-from service_helpers import fast_settings
-
-Piece = tuple[str, int, dict[str, str]]
-
-
-class LocalPublisher(Publisher):
-    """Deliveries go to an in-memory queue instead of a broker."""
-
-    def __init__(self) -> None:
-        super().__init__(Celery("test", set_as_current=False))
-        self.queue: queue.Queue[Piece] = queue.Queue()
-        self.sent: list[tuple[str, int]] = []
-
-    def publish_now(self, job_id: str, index: int, carrier: dict[str, str]) -> None:
-        self.sent.append((job_id, index))
-        self.queue.put((job_id, index, carrier))
+from service_helpers import LocalPublisher, Pool, submit_book, tier_settings, wait_for_job
 
 
 class RecordingHooks(Hooks):
@@ -55,42 +35,6 @@ class RecordingHooks(Hooks):
         self.finished.append(outcome)
 
 
-class Pool:
-    """`threads` consumer threads feeding the worker, as Celery's threads pool does."""
-
-    def __init__(self, worker: SectionWorker, publisher: LocalPublisher, threads: int) -> None:
-        self.worker, self.publisher = worker, publisher
-        self.stop = threading.Event()
-        self.outcomes: list[str] = []
-        self.threads = [threading.Thread(target=self._consume) for _ in range(threads)]
-        for thread in self.threads:
-            thread.start()
-
-    def _consume(self) -> None:
-        while not self.stop.is_set():
-            try:
-                job_id, index, carrier = self.publisher.queue.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            self.outcomes.append(self.worker.run(job_id, index, carrier))
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-
-def tier_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "broker_url": "memory://",
-        "section_lease_s": 1.5,
-        "reap_interval_s": 0.2,
-        "worker_drain_s": 0.0,
-    }
-    values.update(overrides)
-    return fast_settings(tmp_path, **values)
-
-
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[tuple[SectionWorker, LocalPublisher, RecordingHooks]]:
     hooks = RecordingHooks()
@@ -101,40 +45,6 @@ def started(tmp_path: Path) -> Iterator[tuple[SectionWorker, LocalPublisher, Rec
         yield worker, publisher, hooks
     finally:
         worker.close()
-
-
-def submit(worker: SectionWorker, publisher: LocalPublisher, chapters: int = 3) -> str:
-    job = JobRow(
-        id=f"job{time.monotonic_ns()}",
-        character="Ada Lovelace",
-        chapters=chapters,
-        total_words=chapters * 300,
-        model="bookgen-sim",
-        status="pending",
-        created_at=utcnow(),
-        sources=[],
-        trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
-    )
-    tasks = SectionTasks(worker.store)  # type: ignore[arg-type]
-    pieces = worker._call(tasks.submit(job))
-    for piece in pieces:
-        publisher.publish_now(job.id, piece.index, job.trace_context)
-    return job.id
-
-
-def wait_for(
-    worker: SectionWorker, job_id: str, statuses: set[str], timeout_s: float = 30.0
-) -> JobRow:
-    assert worker.store is not None
-    deadline = time.monotonic() + timeout_s
-    while True:
-        worker.store._finished.clear()
-        job = worker._call(worker.store.get_job(job_id))
-        assert job is not None
-        if job.status in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status}"
-        time.sleep(0.05)
 
 
 def rows(worker: SectionWorker, job_id: str) -> tuple[list[SectionRow], list[SectionTaskRow]]:
@@ -150,8 +60,8 @@ def test_a_book_is_written_piece_by_piece(
     worker, publisher, hooks = started
     pool = Pool(worker, publisher, threads=8)
     try:
-        job_id = submit(worker, publisher, chapters=3)
-        job = wait_for(worker, job_id, {"completed", "failed"})
+        job_id = submit_book(worker, publisher, chapters=3)
+        job = wait_for_job(worker, job_id, {"completed", "failed"})
     finally:
         pool.close()
     assert job.status == "completed", job.error
@@ -173,8 +83,8 @@ def test_redelivered_messages_have_no_second_effect(
     worker, publisher, _ = started
     pool = Pool(worker, publisher, threads=4)
     try:
-        job_id = submit(worker, publisher, chapters=2)
-        wait_for(worker, job_id, {"completed"})
+        job_id = submit_book(worker, publisher, chapters=2)
+        wait_for_job(worker, job_id, {"completed"})
         # The broker delivers every piece again (e.g. Redis restoring unacked messages).
         before = len(pool.outcomes)
         for index in (OUTLINE_INDEX, 0, 1, 2, 3):
@@ -193,7 +103,7 @@ def test_a_dead_workers_piece_is_reaped_and_written_once(
     started: tuple[SectionWorker, LocalPublisher, RecordingHooks],
 ) -> None:
     worker, publisher, _ = started
-    job_id = submit(worker, publisher, chapters=1)
+    job_id = submit_book(worker, publisher, chapters=1)
     # Another worker took the introduction, then died (its lease is never renewed).
     assert worker.store is not None
     tasks = SectionTasks(worker.store)
@@ -201,7 +111,7 @@ def test_a_dead_workers_piece_is_reaped_and_written_once(
     killed_at = time.monotonic()
     pool = Pool(worker, publisher, threads=4)
     try:
-        job = wait_for(worker, job_id, {"completed", "failed"})
+        job = wait_for_job(worker, job_id, {"completed", "failed"})
     finally:
         pool.close()
     assert job.status == "completed"
@@ -220,7 +130,7 @@ def test_a_piece_that_keeps_dying_fails_its_book(tmp_path: Path) -> None:
     )
     worker.start()
     try:
-        job_id = submit(worker, publisher, chapters=1)
+        job_id = submit_book(worker, publisher, chapters=1)
         assert worker.store is not None
         tasks = SectionTasks(worker.store)
         for _ in range(2):  # two runs cut off by their workers dying
@@ -228,7 +138,7 @@ def test_a_piece_that_keeps_dying_fails_its_book(tmp_path: Path) -> None:
             time.sleep(0.05)
         pool = Pool(worker, publisher, threads=4)
         try:
-            job = wait_for(worker, job_id, {"completed", "failed"})
+            job = wait_for_job(worker, job_id, {"completed", "failed"})
         finally:
             pool.close()
     finally:
@@ -247,7 +157,7 @@ def test_a_stopping_worker_hands_running_pieces_back(tmp_path: Path) -> None:
     worker.start()
     pool = Pool(worker, publisher, threads=4)
     try:
-        job_id = submit(worker, publisher, chapters=1)
+        job_id = submit_book(worker, publisher, chapters=1)
         deadline = time.monotonic() + 10
         while worker.running < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
