@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,38 @@ def test_inhibitions(spec: Spec) -> None:
     } in rules
     down = next(r for r in rules if "TargetDown" in r["source_matchers"][0])
     assert "Watchdog" in down["target_matchers"][0] and "!~" in down["target_matchers"][0]
+
+
+def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
+    for matcher in matchers:
+        parsed = re.fullmatch(r'(\w+)(=~|!~|!=|=)"(.*)"', matcher)
+        assert parsed is not None, matcher
+        name, op, value = parsed.groups()
+        actual = labels.get(name, "")
+        ok = {
+            "=": actual == value,
+            "!=": actual != value,
+            "=~": re.fullmatch(value, actual) is not None,
+            "!~": re.fullmatch(value, actual) is None,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _inhibits(spec: Spec, source: dict[str, str], target: dict[str, str]) -> bool:
+    return any(
+        _matches(rule["source_matchers"], source)
+        and _matches(rule["target_matchers"], target)
+        and all(source.get(k, "") == target.get(k, "") for k in rule.get("equal", []))
+        for rule in alertmanager.render(spec)["inhibit_rules"]
+    )
+
+
+def test_no_worker_page_inhibits_the_missing_worker_ticket(spec: Spec) -> None:
+    page = {"alertname": "BookGenWorkersMissing", "severity": "critical"}
+    ticket = {"alertname": "BookGenWorkersMissing", "severity": "warning"}
+    backlog = {"alertname": "BookGenSectionWaitingTooLong", "severity": "warning"}
+    assert _inhibits(spec, page, ticket)
+    assert not _inhibits(spec, ticket, page)
+    assert not _inhibits(spec, page, backlog)  # users waiting stays visible on its own

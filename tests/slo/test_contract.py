@@ -1,5 +1,6 @@
-"""Every rule, panel and gate names only catalogued series, recording rules we define, or
-Prometheus's own `up` / `ALERTS`; names, labels, annotations and links follow the conventions."""
+"""Every rule, panel and gate names only catalogued series, recording rules we define,
+Prometheus's own `up` / `ALERTS`, or the named exporters' series; names, labels, annotations and
+links follow the conventions."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from bookgen.slo.spec import Spec
 
 
 def _known(spec: Spec) -> set[str]:
-    return recorded_names(spec) | set(names.BUILTIN_SERIES)
+    return recorded_names(spec) | set(names.BUILTIN_SERIES) | set(names.EXPORTER_SERIES)
 
 
 def _check(spec: Spec, where: str, expr: str) -> None:
@@ -150,3 +151,31 @@ def test_provisioning(root: Path) -> None:
     assert ds["datasources"][0]["type"] == "prometheus"
     dash = yaml.safe_load((root / names.DASHBOARD_PROVISIONING_FILE).read_text())
     assert dash["providers"][0]["type"] == "file"
+
+
+def test_workers_dashboard(spec: Spec, root: Path) -> None:
+    board = json.loads((root / "dashboards/bookgen-workers.json").read_text(encoding="utf-8"))
+    panels = {p["title"]: p for p in board["panels"]}
+    for title in (
+        "Workers up vs expected",
+        "Sections queued and running vs slots",
+        "Oldest queued section vs limit",
+        "Worker load vs capacity",
+        "Section task outcomes per minute",
+        "RSS per worker vs limit",
+    ):
+        assert title in panels, title
+
+    def red(title: str) -> float:
+        steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        return float(next(s["value"] for s in steps if s["color"] == "red" and s["value"]))
+
+    assert red("RSS per worker vs limit") == 2 * 2**30
+    assert red("Oldest queued section vs limit") == 300
+    assert red("Worker load vs capacity") == 1
+    rss = panels["RSS per worker vs limit"]["targets"][0]["expr"]
+    assert 'job="bookgen-worker"' in rss  # the section workers, not the API processes
+    variable = next(v for v in board["templating"]["list"] if v["name"] == "worker")
+    assert variable["query"] == 'label_values(up{job="bookgen-worker"}, worker)'
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    assert "bookgen:workers_up:count" in exprs and "bookgen:workers_expected:max" in exprs

@@ -119,3 +119,19 @@ def test_panel_queries_parse(spec: Spec, tmp_path: Path, promtool: str) -> None:
     result = _run(promtool, "check", "rules", path.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(queries)} rules found" in result.stdout
+
+
+@pytest.mark.parametrize("profile", names.PROFILES)
+def test_killed_worker_is_asserted_after_its_series_vanish(root: Path, profile: str) -> None:
+    """The missing-worker case keeps firing once the dead worker's `up` has gone stale, the moment
+    a per-worker `up == 0` rule (or celery-mixin's CeleryWorkerDown) loses it."""
+    data = yaml.safe_load((root / names.RULE_TESTS_FILES[profile]).read_text(encoding="utf-8"))
+    test = next(t for t in data["tests"] if t["name"] == "BookGenWorkersMissing (warning) fires")
+    up = [s["values"] for s in test["input_series"] if s["series"].startswith("up{job=")]
+    killed = [v for v in up if v.endswith(" stale")]
+    assert len(killed) == 1
+    tick = names.parse_duration(test["interval"])
+    stale_at = sum(int(part.split("x")[1]) + 1 for part in killed[0].split()[:-1])
+    times = [names.parse_duration(a["eval_time"]) // tick for a in test["alert_rule_test"]]
+    assert min(times) < stale_at < max(times)
+    assert all(a["exp_alerts"] for a in test["alert_rule_test"])

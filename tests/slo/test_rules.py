@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bookgen.slo import conventions as names
-from bookgen.slo.rules import alerts, fast_profile_table, render
+from bookgen.slo.rules import Alert, alerts, fast_profile_table, render
 from bookgen.slo.spec import Spec
 
 
@@ -88,3 +88,48 @@ def test_unknown_profile_refused(spec: Spec) -> None:
 def test_queued_is_aggregated_with_max(spec: Spec) -> None:
     records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
     assert records["bookgen:jobs_queued:max"] == "max(bookgen_jobs_queued)"
+
+
+def _alert(spec: Spec, key: str, profile: str = "default") -> Alert:
+    return next(a for a in alerts(spec, profile) if a.key == key)
+
+
+def test_live_workers_are_counted_not_watched_one_by_one(spec: Spec) -> None:
+    records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
+    assert records["bookgen:workers_up:count"] == (
+        'count(up{job="bookgen-worker"} == 1) or vector(0)'
+    )
+    assert records["bookgen:workers_expected:max"] == "max(bookgen_workers_expected)"
+    missing, none = _alert(spec, "workers_missing"), _alert(spec, "workers_none")
+    assert missing.name == none.name  # so the page inhibits the ticket (same alertname)
+    assert (missing.severity, none.severity) == ("warning", "critical")
+    assert missing.expr == "bookgen:workers_expected:max - bookgen:workers_up:count > 0"
+    assert "bookgen:workers_up:count == 0" in none.expr and "> 0" in none.expr
+
+
+def test_worker_load_is_queued_plus_running_over_live_slots(spec: Spec) -> None:
+    records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
+    assert records["bookgen:sections:max"] == "max by (state) (bookgen_sections)"
+    assert records["bookgen:worker_slots:sum"] == 'sum(bookgen_worker_slots{job="bookgen-worker"})'
+    assert records["bookgen:worker_load:ratio"] == (
+        "sum(bookgen:sections:max)\n/\nbookgen:worker_slots:sum"
+    )
+
+
+def test_dependency_alerts_cover_a_dead_exporter_and_rabbitmq(spec: Spec) -> None:
+    broker, store = _alert(spec, "broker_down"), _alert(spec, "store_down")
+    assert broker.expr == 'redis_up{job="bookgen-broker"} == 0\nor\nup{job="bookgen-broker"} == 0'
+    assert store.expr == 'pg_up{job="bookgen-store"} == 0\nor\nup{job="bookgen-store"} == 0'
+    assert broker.severity == store.severity == "critical"
+
+
+def test_worker_alerts_scale_in_the_fast_profile(spec: Spec) -> None:
+    scale = spec.profile("fast").time_scale
+    backlog = _alert(spec, "section_backlog", "fast")
+    assert backlog.expr.endswith(f"> {300 // scale}") and backlog.delay_s == 300 // scale
+    failures = _alert(spec, "section_failures", "fast")
+    assert "[30s]" in failures.expr and "[30m]" not in failures.expr
+    assert failures.for_s == 300 // scale and ">= 20" in failures.expr  # counts are not scaled
+    for key in ("workers_missing", "workers_none", "broker_down", "store_down"):
+        assert _alert(spec, key, "fast").for_s == 1
+        assert _alert(spec, key).for_s == 60

@@ -143,3 +143,36 @@ def test_duration_and_le_formatting() -> None:
     assert le_string(1800.0) == "1800.0"
     assert le_string(float("inf")) == "+Inf"
     assert le_string(67108864.0) == "6.7108864e+07"
+
+
+def test_worker_tier_spec(spec: Spec) -> None:
+    w = spec.workers
+    assert spec.scrape.worker_job == "bookgen-worker"
+    assert (spec.scrape.broker_job, spec.scrape.store_job) == ("bookgen-broker", "bookgen-store")
+    assert (w.missing.severity, w.none.severity) == ("warning", "critical")
+    assert w.backlog.max_wait == 300 and w.failures.max_ratio == 0.05
+    assert w.failures.min_tasks >= 1 and w.queue == "sections"
+
+
+def test_unknown_section_outcome_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["workers"]["failures"]["failed"] = 'bookgen_section_tasks_total{outcome=~"failed|lost"}'
+    _refused(data, "workers.failures", "no outcome ['lost']")
+
+
+def test_failures_outside_the_denominator_refused(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["workers"]["failures"]["finished"] = 'bookgen_section_tasks_total{outcome="completed"}'
+    _refused(data, "workers.failures", "must also be one of `finished`")
+
+
+def test_section_ratio_needs_counters(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["workers"]["failures"]["failed"] = "bookgen_worker_slots"
+    _refused(data, "workers.failures", "bookgen_worker_slots is a gauge")
+
+
+def test_scrape_jobs_must_be_distinct(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["scrape"]["worker_job"] = data["scrape"]["api_job"]
+    _refused(data, "scrape jobs must be distinct")

@@ -16,6 +16,14 @@ PROFILES = ("default", "fast")
 TARGET_LABELS = ("job", "instance", "worker")
 # Series Prometheus itself produces; rules and panels may name them.
 BUILTIN_SERIES = ("up", "ALERTS", "ALERTS_FOR_STATE")
+# Series of the exporters beside BookGen (not in the catalogue): Debian's
+# prometheus-redis-exporter and prometheus-postgres-exporter, and celery-exporter. RabbitMQ's
+# plugin is served by the broker itself, so its `up` is the broker's.
+BROKER_UP = "redis_up"
+STORE_UP = "pg_up"
+CELERY_WORKER_UP = "celery_worker_up"
+CELERY_QUEUE_LENGTH = "celery_queue_length"
+EXPORTER_SERIES = (BROKER_UP, STORE_UP, CELERY_WORKER_UP, CELERY_QUEUE_LENGTH)
 
 RULES_FILES = {"default": "alerts/bookgen.rules.yml", "fast": "alerts/bookgen.fast.rules.yml"}
 RULE_TESTS_FILES = {

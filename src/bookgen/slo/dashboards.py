@@ -14,6 +14,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
 from bookgen.slo import conventions as names
+from bookgen.slo import rules
 from bookgen.slo.spec import Spec
 
 DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -26,6 +27,7 @@ FILES = {
     "bookgen-jobs-llm": "BookGen / Jobs & LLM",
     "bookgen-slo": "BookGen / Error budgets & burn rates",
     "bookgen-alerts": "BookGen / Firing alerts",
+    "bookgen-workers": "BookGen / Workers",
 }
 
 
@@ -128,12 +130,14 @@ def _series(
     return panel
 
 
-def _base(spec: Spec, uid: str) -> dashboard.Dashboard:
+def _base(spec: Spec, uid: str, job: str | None = None) -> dashboard.Dashboard:
+    """A dashboard whose `worker` variable lists the processes of `job` (the API by default)."""
+    label = spec.scrape.worker_label
     worker = (
         dashboard.QueryVariable("worker")
         .label("Worker")
         .datasource(DS)
-        .query(f'label_values(up{{job="{spec.scrape.api_job}"}}, {spec.scrape.worker_label})')
+        .query(f'label_values(up{{job="{job or spec.scrape.api_job}"}}, {label})')
         .include_all(True)
         .multi(True)
         .all_value(".*")
@@ -231,16 +235,16 @@ def _overview(spec: Spec) -> dashboard.Dashboard:
         _series(
             layout,
             "Scrape targets up",
-            [
-                Query(
-                    f'up{{job=~"{spec.scrape.api_job}|{spec.scrape.llm_job}"}}',
-                    "{{job}} {{worker}}",
-                )
-            ],
+            [Query(f'up{{job=~"{"|".join(_jobs(spec))}"}}', "{{job}} {{worker}}")],
             "short",
         )
     )
     return d
+
+
+def _jobs(spec: Spec) -> list[str]:
+    sc = spec.scrape
+    return [sc.api_job, sc.llm_job, sc.worker_job, sc.broker_job, sc.store_job, sc.celery_job]
 
 
 def _service(spec: Spec) -> dashboard.Dashboard:
@@ -579,12 +583,159 @@ def _alerts(spec: Spec) -> dashboard.Dashboard:
     return d.with_panel(panel)
 
 
+def _workers(spec: Spec) -> dashboard.Dashboard:
+    """The section worker tier: liveness, load, backlog, outcomes, memory and dependencies."""
+    w, sc = spec.workers, spec.scrape
+    f = w.failures
+    wk = f'{{job="{sc.worker_job}",{spec.scrape.worker_label}=~"$worker"}}'
+    max_wait = w.backlog.max_wait
+    window = names.format_duration(f.window)
+    missing = Query(f"{rules.WORKERS_EXPECTED} - {rules.WORKERS_UP}", "missing")
+    load = Query(rules.WORKER_LOAD, "load")
+    oldest = Query(rules.OLDEST_QUEUED, "oldest queued")
+    failed = f"sum(increase({f.failed.promql()}[{window}]))"
+    finished = f"sum(increase({f.finished.promql()}[{window}]))"
+    failure_ratio = Query(f"({failed} or vector(0)) / {finished}", f"failed ({window})")
+    deps = [(sc.broker_job, names.BROKER_UP), (sc.store_job, names.STORE_UP)]
+
+    def server_up(job: str, exporter_up: str) -> str:
+        # The exporter's verdict while it answers; once it is down its series go stale and
+        # the target's own `up` (0) shows instead.
+        return f'min({exporter_up}{{job="{job}"}} or up{{job="{job}"}})'
+
+    queue = f'{names.CELERY_QUEUE_LENGTH}{{job="{sc.celery_job}",queue_name="{w.queue}"}}'
+    layout = Layout()
+    d = _base(spec, "bookgen-workers", sc.worker_job)
+    stats = [
+        ("Workers missing", missing, "short", Limit(1), "expected minus live worker processes"),
+        ("Worker load", load, "percentunit", Limit(1), "(queued + running) / slots"),
+        ("Oldest queued section", oldest, "s", Limit(max_wait), "wait for a worker"),
+        (
+            f"Section failures ({window})",
+            failure_ratio,
+            "percentunit",
+            Limit(f.max_ratio),
+            f"failed / finished; alerts from {f.min_tasks} tasks on",
+        ),
+        (
+            "Broker up",
+            Query(server_up(sc.broker_job, names.BROKER_UP), "broker"),
+            "short",
+            Limit(1, above=False),
+            "Redis as its exporter sees it, else the target (RabbitMQ's own plugin)",
+        ),
+        (
+            "Store up",
+            Query(server_up(sc.store_job, names.STORE_UP), "store"),
+            "short",
+            Limit(1, above=False),
+            "PostgreSQL as its exporter sees it, else the exporter target",
+        ),
+    ]
+    for title, query, unit, limit, desc in stats:
+        d = d.with_panel(_stat(layout, title, query, unit, limit, desc))
+    panels: list[tuple[str, list[Query], str, Limit | None]] = [
+        (
+            "Workers up vs expected",
+            [
+                Query(rules.WORKERS_UP, "up (counted)"),
+                Query(rules.WORKERS_EXPECTED, "expected"),
+                Query(
+                    f'count({names.CELERY_WORKER_UP}{{job="{sc.celery_job}"}} == 1)',
+                    "heartbeating (celery-exporter)",
+                ),
+            ],
+            "short",
+            None,
+        ),
+        (
+            "Sections queued and running vs slots",
+            [
+                Query(rules.SECTIONS, "{{state}}"),
+                Query(rules.WORKER_SLOTS, "slots"),
+                Query(f"sum({queue})", "in the broker queue"),
+            ],
+            "short",
+            None,
+        ),
+        ("Worker load vs capacity", [load], "percentunit", Limit(1)),
+        ("Oldest queued section vs limit", [oldest], "s", Limit(max_wait)),
+        (
+            "Section task outcomes per minute",
+            [
+                Query(
+                    f"sum by (outcome) (rate(bookgen_section_tasks_total{wk}[{RATE}])) * 60",
+                    "{{outcome}}",
+                ),
+                Query(
+                    f"sum(rate(bookgen_section_redeliveries_total{wk}[{RATE}])) * 60",
+                    "redelivered",
+                ),
+            ],
+            "short",
+            None,
+        ),
+        ("Section failure ratio vs limit", [failure_ratio], "percentunit", Limit(f.max_ratio)),
+        (
+            "Section task duration p95 by kind",
+            [
+                Query(
+                    "histogram_quantile(0.95, sum by (le, kind) (rate("
+                    f'bookgen_section_task_duration_seconds_bucket{{job="{sc.worker_job}",'
+                    f'outcome="completed"}}[{RATE}])))',
+                    "{{kind}}",
+                )
+            ],
+            "s",
+            None,
+        ),
+        (
+            "Sections running per worker vs slots",
+            [
+                Query(f"{w.running.metric}{wk}", "running, worker {{worker}}"),
+                Query(f"{w.slots.metric}{wk}", "slots, worker {{worker}}"),
+            ],
+            "short",
+            None,
+        ),
+        (
+            "RSS per worker vs limit",
+            [Query(f"{spec.targets.memory.metric.metric}{wk}", "worker {{worker}}")],
+            "bytes",
+            Limit(spec.targets.memory.max_bytes),
+        ),
+        (
+            "LLM calls per second per worker",
+            [
+                Query(
+                    f"sum by ({sc.worker_label}) "
+                    f"(rate(gen_ai_client_operation_duration_seconds_count{wk}[{RATE}]))",
+                    "worker {{worker}}",
+                )
+            ],
+            "reqps",
+            None,
+        ),
+        (
+            "Broker and store up",
+            [Query(f'up{{job=~"{sc.broker_job}|{sc.store_job}|{sc.celery_job}"}}', "{{job}}")]
+            + [Query(f'{metric}{{job="{job}"}}', f"{metric}") for job, metric in deps],
+            "short",
+            None,
+        ),
+    ]
+    for title, queries, unit, line in panels:
+        d = d.with_panel(_series(layout, title, queries, unit, line))
+    return d
+
+
 BUILDERS: dict[str, Callable[[Spec], dashboard.Dashboard]] = {
     "bookgen-overview": _overview,
     "bookgen-service": _service,
     "bookgen-jobs-llm": _jobs_llm,
     "bookgen-slo": _slo,
     "bookgen-alerts": _alerts,
+    "bookgen-workers": _workers,
 }
 
 

@@ -13,13 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bookgen.instrumentation.catalogue import BY_NAME
+from bookgen.instrumentation.catalogue import BY_NAME, SECTION_TASK_OUTCOMES
 from bookgen.slo import conventions as names
-from bookgen.slo.rules import Alert, alert_annotations, alerts
+from bookgen.slo.rules import WORKER_LOAD, WORKERS_UP, Alert, alert_annotations, alerts
 from bookgen.slo.spec import RatioSLO, Spec
 
 Series = dict[str, str]  # series selector -> promtool values expression
 LONG = 130  # ticks of data in every scenario (2 h 10 min in the default profile)
+WORKERS = 2  # section worker processes in every world
+SLOTS = 4  # sections each worker process runs at once
+# Default ports of the exporters: Redis, RabbitMQ's plugin, PostgreSQL, celery-exporter.
+REDIS_EXPORTER, RABBITMQ, PG_EXPORTER, CELERY_EXPORTER = 9121, 15692, 9187, 9808
 
 
 # --- Prometheus template functions, as Prometheus 2.42 formats them ------------------------------
@@ -127,6 +131,58 @@ class World:
     def set(self, metric: str, labels: dict[str, str], values: str) -> None:
         self.series[_sel(metric, {**self.worker, **labels})] = values
 
+    def tier(self, index: int) -> dict[str, str]:
+        """Target labels of section worker process `index`."""
+        return {
+            "job": self.spec.scrape.worker_job,
+            "instance": f"127.0.0.1:{9300 + index}",
+            self.spec.scrape.worker_label: str(index),
+        }
+
+    def exporter(self, job: str, port: int) -> dict[str, str]:
+        return {"job": job, "instance": f"127.0.0.1:{port}"}
+
+    def put(self, metric: str, labels: dict[str, str], values: str) -> None:
+        self.series[_sel(metric, labels)] = values
+
+    def section_worker(
+        self, index: int, done: float = 0, failed: float = 0, start: int = 0
+    ) -> None:
+        """A live worker process from tick `start` on; `done` and `failed` tasks per tick."""
+        labels = self.tier(index)
+        busy = 0.0 if self.idle else 1.0
+        late = f"_x{start - 1} " if start else ""
+        self.put("up", labels, late + _flat(1))
+        self.put(self.spec.workers.slots.metric, labels, late + _flat(SLOTS))
+        self.put(self.spec.workers.running.metric, labels, late + _flat(SLOTS / 2 * busy))
+        self.put(self.spec.targets.memory.metric.metric, labels, late + _flat(150 * 2**20))
+        for outcome in SECTION_TASK_OUTCOMES:
+            per_tick = {"completed": done, "failed": failed}.get(outcome, 0)
+            self.tasks(index, outcome, per_tick, start)
+
+    def tasks(self, index: int, outcome: str, per_tick: float, start: int = 0) -> None:
+        labels = {**self.tier(index), "outcome": outcome}
+        late = f"_x{start - 1} " if start else ""
+        self.put("bookgen_section_tasks_total", labels, late + _ramp(per_tick))
+
+    def kill(self, index: int, at: int, gone: int | None = None) -> None:
+        """Worker `index` dies after tick `at`: its `up` turns 0 and its other series go stale,
+        as Prometheus writes them; at tick `gone` its target leaves service discovery (a pod
+        deleted, a process not restarted) and `up` goes stale too."""
+        own = _sel("", self.tier(index)).removesuffix("}")
+        for key, values in list(self.series.items()):
+            labels = key[key.index("{") :] if "{" in key else ""
+            if not (labels.startswith(own) and labels[len(own)] in ",}"):
+                continue
+            if key.startswith("up{"):
+                self.series[key] = (
+                    f"1x{at} 0x{LONG - at - 1}"
+                    if gone is None
+                    else f"1x{at} 0x{gone - at - 2} stale"
+                )
+            else:
+                self.series[key] = values.replace(f"x{LONG}", f"x{at} stale")
+
     def drop(self, prefix: str) -> None:
         for key in [k for k in self.series if k.startswith(prefix)]:
             del self.series[key]
@@ -198,7 +254,39 @@ class World:
         self.series[_sel("up", {"job": self.spec.scrape.llm_job, "instance": "127.0.0.1:9200"})] = (
             _flat(1)
         )
+        self.worker_tier()
         return self
+
+    def worker_tier(self) -> None:
+        """Two section workers, the API's whole-service figures and the exporters, all up."""
+        busy = 0.0 if self.idle else 1.0
+        w, sc = self.spec.workers, self.spec.scrape
+        self.set(w.expected.metric, {}, _flat(WORKERS))
+        self.set(w.sections.metric, {"state": "queued"}, _flat(2 * busy))
+        self.set(w.sections.metric, {"state": "running"}, _flat(WORKERS * SLOTS / 2 * busy))
+        self.set(w.backlog.oldest_queued.metric, {}, _flat(self.max_wait / 4 * busy))
+        for index in range(WORKERS):
+            self.section_worker(index, done=5 * busy)
+        broker = self.exporter(sc.broker_job, REDIS_EXPORTER)
+        store = self.exporter(sc.store_job, PG_EXPORTER)
+        for labels, server_up in ((broker, names.BROKER_UP), (store, names.STORE_UP)):
+            self.put("up", labels, _flat(1))
+            self.put(server_up, labels, _flat(1))
+        self.put("up", self.exporter(sc.celery_job, CELERY_EXPORTER), _flat(1))
+
+    def no_worker_tier(self) -> None:
+        """In-process jobs: no worker expected, no worker, broker or store target."""
+        sc = self.spec.scrape
+        for job in (sc.worker_job, sc.broker_job, sc.store_job, sc.celery_job):
+            for key in [k for k in self.series if f'job="{job}"' in k]:
+                del self.series[key]
+        self.set(self.spec.workers.expected.metric, {}, _flat(0))
+        self.drop(self.spec.workers.sections.metric + "{")
+        self.set(self.spec.workers.backlog.oldest_queued.metric, {}, _flat(0))
+
+    @property
+    def max_wait(self) -> float:
+        return float(self.tick_s * self.spec.workers.backlog.max_wait / 60)
 
     @property
     def book_max(self) -> float:
@@ -218,6 +306,9 @@ class Firing:
     ticks: int
     value: float
     labels: dict[str, str]
+    later: tuple[int, ...] = ()  # further ticks at which the same alerts are asserted
+    # Alerts of the same name (by key) that fire as well, with their value and the same labels.
+    others: tuple[tuple[str, float], ...] = ()
 
 
 def _bad_ratio(world: World, slo: RatioSLO, ratio: float) -> None:
@@ -281,13 +372,76 @@ def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
         return Firing(5, 1, {"job": spec.scrape.api_job})
     if alert.key == "watchdog":
         return Firing(5, 1, {})
+    return _worker_scenario(spec, alert, world)
+
+
+def _worker_scenario(spec: Spec, alert: Alert, world: World) -> Firing:
+    sc = spec.scrape
+    if alert.key == "workers_missing":
+        # Killed: up 0 from tick 11, then its target leaves discovery; asserted on both sides.
+        world.kill(1, at=10, gone=16)
+        return Firing(14, 1, {}, later=(30,))
+    if alert.key == "workers_none":
+        for index in range(WORKERS):
+            world.kill(index, at=10, gone=16)
+        return Firing(14, WORKERS, {}, later=(30,), others=(("workers_missing", WORKERS),))
+    if alert.key == "section_backlog":
+        world.set(spec.workers.backlog.oldest_queued.metric, {}, _ramp(world.tick_s))
+        return Firing(10, 10 * world.tick_s, {})
+    if alert.key == "section_failures":
+        world.section_worker(0, done=10, failed=1)
+        world.section_worker(1)
+        world.tasks(1, "gave_up", 1)
+        # Not finished: counting these would hold the ratio under the limit.
+        world.tasks(1, "duplicate", 20)
+        world.tasks(1, "handed_back", 20)
+        return Firing(15, 2 / 12, {})
+    if alert.key == "broker_down":
+        broker = world.exporter(sc.broker_job, REDIS_EXPORTER)
+        world.put(names.BROKER_UP, broker, _flat(0))
+        return Firing(5, 0, broker)
+    if alert.key == "store_down":
+        store = world.exporter(sc.store_job, PG_EXPORTER)
+        world.put(names.STORE_UP, store, _flat(0))
+        return Firing(5, 0, store)
     raise KeyError(f"no promtool scenario for alert {alert.key}")
 
 
-NearMiss = tuple[str, int, Callable[[World], None]]
+Extra = tuple[str, str, Callable[[World], Firing]]
 
 
-def _near_misses(spec: Spec) -> dict[str, NearMiss]:
+def _extra_firing(spec: Spec) -> list[Extra]:
+    """(alert key, title, change): further ways an alert must fire."""
+    sc = spec.scrape
+
+    def static_kill(w: World) -> Firing:
+        w.kill(1, at=10)
+        return Firing(30, 1, {})
+
+    def rabbitmq_down(w: World) -> Firing:
+        for key in [k for k in w.series if f'job="{sc.broker_job}"' in k]:
+            del w.series[key]
+        rabbit = w.exporter(sc.broker_job, RABBITMQ)
+        w.put("up", rabbit, f"1x4 0x{LONG - 5}")
+        return Firing(10, 0, rabbit)
+
+    def store_exporter_down(w: World) -> Firing:
+        store = w.exporter(sc.store_job, PG_EXPORTER)
+        w.put(names.STORE_UP, store, "1x4 stale")
+        w.put("up", store, f"1x4 0x{LONG - 5}")
+        return Firing(10, 0, store)
+
+    return [
+        ("workers_missing", "a killed worker whose target stays (up 0)", static_kill),
+        ("broker_down", "a RabbitMQ broker (its own plugin, no exporter) down", rabbitmq_down),
+        ("store_down", "the store's exporter down (pg_up goes stale)", store_exporter_down),
+    ]
+
+
+NearMiss = tuple[tuple[str, ...], str, int, Callable[[World], None]]
+
+
+def _near_misses(spec: Spec) -> list[NearMiss]:
     """Per threshold alert, a breach-like world just on the good side of its target."""
     t = spec.targets
     rss = t.memory.metric.metric
@@ -317,15 +471,42 @@ def _near_misses(spec: Spec) -> dict[str, NearMiss]:
     def stuck(w: World) -> None:
         w.set(t.book_time.oldest_running.metric, {}, _flat(w.book_max * 0.9))
 
-    return {
-        "api_latency": ("every request just within the latency bound", 10, latency),
-        "error_rate": ("errors at half the budget", 10, errors),
-        "llm_errors": ("LLM errors at half the budget, many calls cancelled", 10, llm),
-        "memory": ("RSS at 95% of the limit", 10, memory),
-        "memory_leak": ("RSS growing slowly", 90, slow_growth),
-        "book_time": ("books just within the time limit", 90, book),
-        "job_stuck": ("a job at 90% of the time limit", 40, stuck),
-    }
+    def in_process(w: World) -> None:
+        w.no_worker_tier()
+
+    def replaced(w: World) -> None:
+        w.kill(1, at=10, gone=12)
+        w.section_worker(2, done=5, start=11)
+
+    def waiting(w: World) -> None:
+        w.set(spec.workers.backlog.oldest_queued.metric, {}, _flat(w.max_wait * 0.9))
+
+    def some_failures(w: World) -> None:
+        ratio = spec.workers.failures.max_ratio / 2
+        w.section_worker(0, done=100 * (1 - ratio), failed=100 * ratio)
+        w.tasks(0, "duplicate", 50)
+
+    def few_tasks(w: World) -> None:
+        # Half of them fail, but fewer than the floor end in the window.
+        per_tick = spec.workers.failures.min_tasks / (spec.workers.failures.window / 60) / 2
+        w.section_worker(0, done=per_tick / 2, failed=per_tick / 2)
+        w.section_worker(1)
+
+    tier = ("workers_missing", "section_backlog", "section_failures", "broker_down", "store_down")
+    return [
+        (("api_latency",), "every request just within the latency bound", 10, latency),
+        (("error_rate",), "errors at half the budget", 10, errors),
+        (("llm_errors",), "LLM errors at half the budget, many calls cancelled", 10, llm),
+        (("memory",), "RSS at 95% of the limit", 10, memory),
+        (("memory_leak",), "RSS growing slowly", 90, slow_growth),
+        (("book_time",), "books just within the time limit", 90, book),
+        (("job_stuck",), "a job at 90% of the time limit", 40, stuck),
+        (tier, "in-process jobs, no worker tier at all", 30, in_process),
+        (("workers_missing",), "a worker replaced by a new process", 13, replaced),
+        (("section_backlog",), "the oldest section queued for 90% of the limit", 10, waiting),
+        (("section_failures",), "section failures at half the limit", 40, some_failures),
+        (("section_failures",), "half the section tasks fail, below the floor", 60, few_tasks),
+    ]
 
 
 def _exp_alert(spec: Spec, alert: Alert, firing: Firing) -> dict[str, Any]:
@@ -379,6 +560,50 @@ def _healthy_slis(spec: Spec, world: World) -> list[dict[str, Any]]:
     return checks
 
 
+def _firing(spec: Spec, alert: Alert, firing: Firing, world: World) -> list[dict[str, Any]]:
+    everything = {a.key: a for a in alerts(spec, _profile_of(spec, world))}
+    expected = [_exp_alert(spec, alert, firing)]
+    for key, value in firing.others:
+        other = Firing(firing.ticks, value, firing.labels)
+        expected.append(_exp_alert(spec, everything[key], other))
+    expected.sort(key=lambda e: str(e["exp_labels"]))
+    return [
+        {"eval_time": _duration(ticks, world), "alertname": alert.name, "exp_alerts": expected}
+        for ticks in (firing.ticks, *firing.later)
+    ]
+
+
+def _profile_of(spec: Spec, world: World) -> str:
+    return next(p for p in names.PROFILES if 60 // spec.profile(p).time_scale == world.tick_s)
+
+
+def _sample(expr: str, ticks: int, value: float, world: World) -> dict[str, Any]:
+    return {
+        "expr": expr,
+        "eval_time": _duration(ticks, world),
+        "exp_samples": [{"labels": expr, "value": value}],
+    }
+
+
+def _healthy_workers(world: World) -> list[dict[str, Any]]:
+    """Live workers counted; load = (queued + running sections) / slots of live workers."""
+    queued, running = 2, WORKERS * SLOTS / 2
+    return [
+        _sample(WORKERS_UP, 120, WORKERS, world),
+        _sample(WORKER_LOAD, 120, (queued + running) / (WORKERS * SLOTS), world),
+    ]
+
+
+def _after_kill(world: World, firing: Firing) -> list[dict[str, Any]]:
+    """Once a killed worker's series are gone its slots no longer count: the load rises."""
+    queued, running = 2, WORKERS * SLOTS / 2
+    last = firing.later[-1]
+    return [
+        _sample(WORKERS_UP, last, WORKERS - 1, world),
+        _sample(WORKER_LOAD, last, (queued + running) / ((WORKERS - 1) * SLOTS), world),
+    ]
+
+
 def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
     """A promtool test file for the rules file of a profile (path relative to the test file)."""
     scale = spec.profile(profile).time_scale
@@ -395,7 +620,7 @@ def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
         world(),
         _silent(everything, spec, world(), 120),
     )
-    healthy["promql_expr_test"] = _healthy_slis(spec, world())
+    healthy["promql_expr_test"] = _healthy_slis(spec, world()) + _healthy_workers(world())
     tests = [
         healthy,
         _test(
@@ -421,23 +646,25 @@ def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
             _silent([a for a in everything if a.key == "rejections"], spec, full, 10),
         )
     )
-    for key, (title, ticks, change) in _near_misses(spec).items():
+    for keys, title, ticks, change in _near_misses(spec):
         w = world()
         change(w)
-        chosen = [a for a in everything if a.key == key]
-        tests.append(_test(f"{title}: {chosen[0].name} silent", w, _silent(chosen, spec, w, ticks)))
+        chosen = [a for a in everything if a.key in keys]
+        silenced = ", ".join(sorted({a.name for a in chosen}))
+        tests.append(_test(f"{title}: {silenced} silent", w, _silent(chosen, spec, w, ticks)))
+    by_key = {a.key: a for a in everything}
     for alert in everything:
         w = world()
         firing = _scenario(spec, alert, w)
-        expected = [_exp_alert(spec, alert, firing)]
-        asserts = [
-            {
-                "eval_time": _duration(firing.ticks, w),
-                "alertname": alert.name,
-                "exp_alerts": expected,
-            }
-        ]
-        tests.append(_test(f"{alert.name} ({alert.severity}) fires", w, asserts))
+        test = _test(f"{alert.name} ({alert.severity}) fires", w, _firing(spec, alert, firing, w))
+        if alert.key == "workers_missing":
+            test["promql_expr_test"] = _after_kill(w, firing)
+        tests.append(test)
+    for key, title, fire in _extra_firing(spec):
+        w = world()
+        firing = fire(w)
+        alert = by_key[key]
+        tests.append(_test(f"{title}: {alert.name} fires", w, _firing(spec, alert, firing, w)))
     return {
         "rule_files": [rules_file],
         "evaluation_interval": names.format_duration(tick_s),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bookgen.slo import conventions as names
-from bookgen.slo.spec import RatioSLO, Spec
+from bookgen.slo.spec import RatioSLO, Spec, section_outcomes
 from bookgen.slo.yamlio import dump_yaml
 
 
@@ -168,10 +168,36 @@ def _service_rules(ctx: Context) -> list[dict[str, Any]]:
     ]
 
 
+WORKERS_UP = names.service_rule("workers_up", "count")
+WORKERS_EXPECTED = names.service_rule("workers_expected", "max")
+SECTIONS = names.service_rule("sections", "max")
+WORKER_SLOTS = names.service_rule("worker_slots", "sum")
+WORKER_LOAD = names.service_rule("worker_load", "ratio")
+OLDEST_QUEUED = names.service_rule("section_oldest_queued_age_seconds", "max")
+
+
+def _worker_rules(ctx: Context) -> list[dict[str, Any]]:
+    w, job = ctx.spec.workers, ctx.spec.scrape.worker_job
+    on_job = f'job="{job}"'
+    return [
+        # Counted from `up`: a killed worker whose target vanishes (service discovery drops it,
+        # or its series go stale) leaves the count lower instead of leaving no series to alert on.
+        {"record": WORKERS_UP, "expr": f'count(up{{job="{job}"}} == 1) or vector(0)'},
+        # Whole-service figures come from every API process alike: max, never sum.
+        {"record": WORKERS_EXPECTED, "expr": f"max({w.expected.promql()})"},
+        {"record": SECTIONS, "expr": f"max by (state) ({w.sections.promql()})"},
+        {"record": OLDEST_QUEUED, "expr": f"max({w.backlog.oldest_queued.promql()})"},
+        # Stale series of a dead worker drop out, so these are the slots of live workers only.
+        {"record": WORKER_SLOTS, "expr": f"sum({w.slots.promql(on_job)})"},
+        # Load, not backlog: running sections count too (the autoscaling figure, 1 = all busy).
+        {"record": WORKER_LOAD, "expr": f"sum({SECTIONS})\n/\n{WORKER_SLOTS}"},
+    ]
+
+
 def recorded_names(spec: Spec) -> set[str]:
     """Every series name the recording rules define (the same in both profiles)."""
     ctx = Context(spec, "default")
-    groups = _sli_rules(ctx) + _metadata_rules(ctx) + _service_rules(ctx)
+    groups = _sli_rules(ctx) + _metadata_rules(ctx) + _service_rules(ctx) + _worker_rules(ctx)
     return {rule["record"] for rule in groups}
 
 
@@ -406,6 +432,99 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
     ]
 
 
+def _worker_alerts(ctx: Context) -> list[Alert]:
+    spec, w = ctx.spec, ctx.spec.workers
+    sc = spec.scrape
+    f = w.failures
+    max_wait = ctx.s(w.backlog.max_wait)
+    failed = f"sum(increase({f.failed.promql()}[{ctx.w(f.window)}]))"
+    finished = f"sum(increase({f.finished.promql()}[{ctx.w(f.window)}]))"
+    outcomes = " or ".join(section_outcomes(f.failed))
+    target = "{{ $labels.job }} target {{ $labels.instance }}"
+
+    def down(exporter_up: str, job: str) -> str:
+        # Either the exporter answers and reports its server down, or the exporter target itself
+        # cannot be scraped. For a broker that serves its own metrics (RabbitMQ's prometheus
+        # plugin) there is no exporter series and the target's `up` is the broker's.
+        return f'{exporter_up}{{job="{job}"}} == 0\nor\nup{{job="{job}"}} == 0'
+
+    return [
+        Alert(
+            key="workers_missing",
+            name=names.alert_name("WorkersMissing"),
+            severity=w.missing.severity,
+            expr=f"{WORKERS_EXPECTED} - {WORKERS_UP} > 0",
+            for_s=ctx.s(w.missing.for_),
+            summary="Fewer worker processes are up than expected.",
+            description="{{ $value }} of the expected worker processes are not up "
+            f'(live ones counted from up{{job="{sc.worker_job}"}}); '
+            "sections are written with less capacity.",
+            dashboard="bookgen-workers",
+        ),
+        Alert(
+            key="workers_none",
+            name=names.alert_name("WorkersMissing"),
+            severity=w.none.severity,
+            expr=f"{WORKERS_EXPECTED} > 0\nand on()\n{WORKERS_UP} == 0",
+            for_s=ctx.s(w.none.for_),
+            summary="No worker process is up: no section is being written.",
+            description=f"No {sc.worker_job} target is up while {{{{ $value }}}} worker processes "
+            "are expected; queued sections wait and every book in progress stalls.",
+            dashboard="bookgen-workers",
+        ),
+        Alert(
+            key="section_backlog",
+            name=names.alert_name("SectionWaitingTooLong"),
+            severity=w.backlog.severity,
+            # The raw gauge: its recording rule is in another group, possibly one evaluation behind.
+            expr=f"max({w.backlog.oldest_queued.promql()}) > {max_wait}",
+            for_s=ctx.s(w.backlog.for_),
+            summary=f"A section has waited more than {names.format_duration(max_wait)} "
+            "for a worker.",
+            description="The oldest queued section has waited {{ $value | humanizeDuration }} "
+            f"for a worker; the limit is {names.format_duration(max_wait)}.",
+            dashboard="bookgen-workers",
+            delay_s=max_wait,
+        ),
+        Alert(
+            key="section_failures",
+            name=names.alert_name("SectionFailuresHigh"),
+            severity=f.severity,
+            expr=f"({failed} or vector(0))\n/\n{finished}\n> {_num(f.max_ratio)}\n"
+            f"and on()\n{finished} >= {f.min_tasks}",
+            for_s=ctx.s(f.for_),
+            summary=f"More than {_pct(f.max_ratio)} of section tasks fail.",
+            description="{{ $value | humanizePercentage }} of the section tasks that ended over "
+            f"{ctx.w(f.window)} {outcomes}; the limit is {_pct(f.max_ratio)} "
+            f"(checked from {f.min_tasks} tasks on).",
+            dashboard="bookgen-workers",
+            window_s=ctx.s(f.window),
+        ),
+        Alert(
+            key="broker_down",
+            name=names.alert_name("BrokerDown"),
+            severity=w.dependencies.severity,
+            expr=down(names.BROKER_UP, sc.broker_job),
+            for_s=ctx.s(w.dependencies.for_),
+            summary="The task broker is down: no section task reaches a worker.",
+            description=f"The broker of {target} is down or cannot be scraped "
+            "(value {{ $value }}); section tasks are neither sent nor delivered.",
+            dashboard="bookgen-workers",
+        ),
+        Alert(
+            key="store_down",
+            name=names.alert_name("StoreDown"),
+            severity=w.dependencies.severity,
+            expr=down(names.STORE_UP, sc.store_job),
+            for_s=ctx.s(w.dependencies.for_),
+            summary="The job store (database) is down: no job or section can progress.",
+            description=f"The database of {target} is down or cannot be scraped "
+            "(value {{ $value }}); the API and the workers cannot read or write jobs.",
+            dashboard="bookgen-workers",
+        ),
+    ]
+
+
 def _ms(seconds: float) -> str:
     return f"{_num(round(seconds * 1000, 6))} ms"
 
@@ -419,7 +538,7 @@ def _bytes(count: int) -> str:
 
 def alerts(spec: Spec, profile: str = "default") -> list[Alert]:
     ctx = Context(spec, profile)
-    return _burn_rate_alerts(ctx) + _threshold_alerts(ctx)
+    return _burn_rate_alerts(ctx) + _threshold_alerts(ctx) + _worker_alerts(ctx)
 
 
 def runbook_url(spec: Spec, alertname: str) -> str:
@@ -459,6 +578,7 @@ def render(spec: Spec, profile: str = "default") -> dict[str, Any]:
             {"name": "bookgen-slo-sli", "interval": interval, "rules": _sli_rules(ctx)},
             {"name": "bookgen-slo-meta", "interval": interval, "rules": _metadata_rules(ctx)},
             {"name": "bookgen-service", "interval": interval, "rules": _service_rules(ctx)},
+            {"name": "bookgen-workers", "interval": interval, "rules": _worker_rules(ctx)},
             {
                 "name": "bookgen-alerts",
                 "interval": interval,

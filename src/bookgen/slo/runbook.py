@@ -81,7 +81,8 @@ ENTRIES: dict[str, Entry] = {
             "A fault-injection memory balloon left on.",
         ),
         steps=(
-            "Service dashboard: RSS per worker; is it one worker or all of them?",
+            "Service dashboard (API workers) or Workers dashboard (section workers): RSS per "
+            "worker; is it one worker or all of them?",
             "Restart the affected worker if it is near the limit; jobs resume from the store.",
             "Profile with scripts/profile_memory.py and lower job concurrency meanwhile.",
         ),
@@ -172,6 +173,92 @@ ENTRIES: dict[str, Entry] = {
             "Start the service (`bookgen up` locally) and watch up become 1.",
         ),
     ),
+    "workers_missing": Entry(
+        meaning="Fewer section worker processes are up than the deployment expects "
+        "(bookgen_workers_expected). Live workers are counted from `up` of the worker job, so a "
+        "killed worker keeps counting as missing after its target or series vanish (an alert on "
+        "a per-worker `up == 0` or celery-exporter's `celery_worker_up == 0` goes quiet then). "
+        "Severity: `warning` (ticket) while some workers run: books still progress with less "
+        "capacity, and BookGenSectionWaitingTooLong tells when that makes sections wait; "
+        "`critical` (page) when none is up, since then no section is written at all and every "
+        "book in progress stalls. The critical one inhibits the warning one.",
+        causes=(
+            "A worker process crashed, was OOM-killed or is restarting in a loop.",
+            "A node or pod lost; the scheduler cannot place a new one (quota, image, resources).",
+            "Workers run but their metrics port is not scraped (wrong port or scrape config).",
+            "bookgen_workers_expected raised (scale-up) before the new workers started.",
+        ),
+        steps=(
+            "Workers dashboard: live vs expected, and which worker label disappeared when.",
+            "`bookgen status` (or the orchestrator) for the worker processes, and the last log "
+            "lines of the missing one; restart it. Sections it was writing should start again "
+            "elsewhere once their lease expires: section redeliveries rise.",
+            "If a worker runs but is not `up`, check the Prometheus targets page for its error.",
+            "None up: also check the broker (BookGenBrokerDown), which every worker needs.",
+        ),
+    ),
+    "section_backlog": Entry(
+        meaning="The oldest queued section has waited longer than the limit for a worker: "
+        "the worker tier is short of capacity or not taking work, and books will miss their "
+        "time target.",
+        causes=(
+            "Workers missing or all slots busy: the worker load ratio is at or above 1.",
+            "Workers up but not consuming: broker unreachable, a wrong queue name, or prefetch "
+            "holding tasks on a stuck worker.",
+            "Autoscaling not reacting to bookgen:worker_load:ratio.",
+        ),
+        steps=(
+            "Workers dashboard: load ratio, sections queued vs running, slots, broker queue.",
+            "Load near or above 1: add workers (or raise the autoscaler's maximum).",
+            "Load low yet sections wait: check the broker and the workers' consumption "
+            "(celery-exporter queue length for the section queue, worker logs).",
+        ),
+    ),
+    "section_failures": Entry(
+        meaning="Too many section tasks end failed or gave up over the window (ratio of "
+        "failed + gave_up to completed + failed + gave_up; duplicates and hand-backs are not "
+        "endings). A floor of finished tasks keeps a quiet hour from alerting on one failure.",
+        causes=(
+            "LLM provider errors or timeouts (see BookGenLLMErrorsHigh).",
+            "A bug in section writing or length validation; a bad deploy of the workers.",
+            "The store rejecting writes (locks, fencing conflicts, BookGenStoreDown).",
+        ),
+        steps=(
+            "Workers dashboard: task outcomes by kind; is it one worker or all of them?",
+            "Read the failing worker's logs (they carry job and trace ids).",
+            "gave_up means a section exhausted its attempts: its book fails; check the job.",
+        ),
+    ),
+    "broker_down": Entry(
+        meaning="The task broker is down (the Redis exporter reports `redis_up` 0) or its "
+        "metrics target cannot be scraped. With RabbitMQ the metrics come from the broker's "
+        "own prometheus plugin, so its target being down is the broker being down.",
+        causes=(
+            "The Redis or RabbitMQ server stopped, crashed or ran out of memory or disk.",
+            "The exporter (or plugin) stopped, or its address changed: the broker may be fine.",
+        ),
+        steps=(
+            "Check the broker process and its logs; restart it.",
+            "If the broker answers (`redis-cli ping`, `rabbitmqctl status`), fix the exporter.",
+            "Once it is back, watch the oldest queued section's age fall. If it keeps growing, "
+            "the restarted broker lost its queue (a Redis that keeps nothing on disk) and the "
+            "sections still queued in the store must be sent again.",
+        ),
+    ),
+    "store_down": Entry(
+        meaning="The job store (PostgreSQL) is down (the exporter reports `pg_up` 0) or the "
+        "exporter cannot be scraped. Jobs and sections live in the store: nothing progresses.",
+        causes=(
+            "PostgreSQL stopped, crashed, or refuses connections (max_connections, disk full).",
+            "The exporter stopped or lost its credentials: the database may be fine.",
+        ),
+        steps=(
+            "Check the PostgreSQL server and its logs; `pg_isready -h <host>`.",
+            "If the database answers, fix the exporter (connection string, credentials).",
+            "Expect API errors and section failures meanwhile; once it is back, check that "
+            "section failures and the oldest queued section's age fall.",
+        ),
+    ),
     "watchdog": Entry(
         meaning="Always firing, by design: a heartbeat of the whole alerting pipeline.",
         causes=("This alert is meant to fire always.",),
@@ -181,6 +268,10 @@ ENTRIES: dict[str, Entry] = {
         ),
     ),
 }
+
+
+# Both severities of BookGenWorkersMissing share one runbook section.
+ENTRIES["workers_none"] = ENTRIES["workers_missing"]
 
 
 def _entry(alert: Alert) -> Entry:

@@ -18,7 +18,12 @@ from pydantic import (
     model_validator,
 )
 
-from bookgen.instrumentation.catalogue import BY_NAME, MetricSpec, family_of
+from bookgen.instrumentation.catalogue import (
+    BY_NAME,
+    SECTION_TASK_OUTCOMES,
+    MetricSpec,
+    family_of,
+)
 from bookgen.slo import conventions as names
 
 DEFAULT_PATH = Path("slo.yaml")
@@ -201,6 +206,10 @@ class Scrape(Strict):
     api_job: str
     llm_job: str
     worker_label: str
+    worker_job: str
+    broker_job: str
+    store_job: str
+    celery_job: str
 
 
 class Threshold(Strict):
@@ -283,6 +292,60 @@ class Targets(Strict):
     target_down: TargetsDown
 
 
+class Backlog(Threshold):
+    oldest_queued: Selector
+    max_wait: Duration = Field(gt=0)
+
+
+class SectionFailures(Threshold):
+    """Alert when failed / finished section tasks over `window` exceed `max_ratio`."""
+
+    failed: Selector
+    finished: Selector
+    max_ratio: float = Field(gt=0, lt=1)
+    window: Duration
+    min_tasks: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _counters(self) -> SectionFailures:
+        for sel in (self.failed, self.finished):
+            if sel.family.type != "counter":
+                raise ValueError(f"{sel.metric} is a {sel.family.type}; a ratio needs counters")
+            unknown = set(section_outcomes(sel)) - set(SECTION_TASK_OUTCOMES)
+            if unknown:
+                raise ValueError(
+                    f"{sel.promql()}: no outcome {sorted(unknown)}; "
+                    f"the outcomes are {', '.join(SECTION_TASK_OUTCOMES)}"
+                )
+        # A failure the denominator does not count would push the ratio above 1.
+        if not set(section_outcomes(self.failed)) <= set(section_outcomes(self.finished)):
+            raise ValueError("every outcome of `failed` must also be one of `finished`")
+        return self
+
+
+def section_outcomes(sel: Selector) -> tuple[str, ...]:
+    """The outcome values a selector matches with `=` or a plain `a|b` alternation."""
+    for label, op, value in sel.matchers:
+        if label == "outcome" and op in ("=", "=~"):
+            return tuple(value.split("|"))
+    raise ValueError(f'{sel.promql()} must select outcomes with outcome="…" or outcome=~"a|b"')
+
+
+class Workers(Strict):
+    """The worker tier: worker processes scraped as `scrape.worker_job`, one target each."""
+
+    expected: Selector
+    slots: Selector
+    running: Selector
+    sections: Selector
+    queue: str
+    missing: Threshold
+    none: Threshold
+    backlog: Backlog
+    failures: SectionFailures
+    dependencies: Threshold
+
+
 class LoadTest(Strict):
     route_groups: tuple[str, ...]
     min_rps: float = Field(gt=0)
@@ -299,6 +362,7 @@ class Spec(Strict):
     profiles: Profiles
     slos: dict[str, RatioSLO]
     targets: Targets
+    workers: Workers
     load_test: LoadTest
 
     @field_validator("slos")
@@ -312,6 +376,10 @@ class Spec(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
         problems: list[str] = []
+        s = self.scrape
+        jobs = (s.api_job, s.llm_job, s.worker_job, s.broker_job, s.store_job, s.celery_job)
+        if len(set(jobs)) != len(jobs):
+            problems.append("scrape jobs must be distinct: rules tell the tiers apart by job")
         windows = set(self.windows)
         if len(windows) != len(self.windows) or list(self.windows) != sorted(self.windows):
             problems.append("windows must be ascending and distinct")
@@ -343,6 +411,10 @@ class Spec(Strict):
                         f"window {names.format_duration(w)} shrinks below 4 scrape intervals "
                         f"in profile {pname}"
                     )
+            if self.scaled(self.workers.failures.window, pname) < floor:
+                problems.append(
+                    f"workers.failures.window shrinks below 4 scrape intervals in profile {pname}"
+                )
             if self.scaled(self.targets.book_time.max_seconds, pname) not in [
                 float(b) for b in _histogram(self.targets.book_time.histogram).buckets
             ]:
