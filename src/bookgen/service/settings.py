@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_provider_name: str = "openrouter"
     model: str = "bookgen-sim"
-    llm_timeout_s: float = Field(default=120.0, gt=0)
+    llm_timeout_s: float = Field(default=120.0, gt=0)  # connect, and between two reads
+    # One attempt, start to last token (a whole chapter streams in ~1.5 min at 40 tokens/s).
+    llm_attempt_deadline_s: float = Field(default=600.0, gt=0)
     llm_max_retries: int = Field(default=4, ge=0, le=20)
     llm_backoff_base_s: float = Field(default=0.5, ge=0)
     llm_backoff_max_s: float = Field(default=30.0, ge=0)

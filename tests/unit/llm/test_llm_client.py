@@ -241,6 +241,25 @@ async def test_real_timeout_against_hanging_sim(
     await client.aclose()
 
 
+async def test_a_trickling_stream_ends_at_the_attempt_deadline(
+    sim_server: SimServer, hooks: RecordingHooks
+) -> None:
+    # Every read arrives well inside httpx's timeout, so only the call's own deadline ends it.
+    async with httpx.AsyncClient(base_url=sim_server.root) as admin:
+        r = await admin.patch("/admin/config", json={"tokens_per_second": 5.0})
+        assert r.status_code == 200
+    settings = Settings(llm_timeout_s=5.0, llm_attempt_deadline_s=0.5, llm_max_retries=0)
+    client = LLMClient(settings, hooks, base_url=sim_server.base_url)
+    started = time.perf_counter()
+    with pytest.raises(LLMError) as info:
+        await client.chat(MESSAGES, max_tokens=500, stream=True)
+    assert info.value.error_type == "timeout" and info.value.retryable
+    assert "deadline" in str(info.value)
+    assert 0.4 < time.perf_counter() - started < 2.0
+    assert [c.error_type for c in hooks.calls] == ["timeout"]
+    await client.aclose()
+
+
 async def test_error_object_in_200_body_is_an_error(hooks: RecordingHooks) -> None:
     body = {"error": {"message": "upstream overloaded", "code": 502}}
     transport, _ = scripted([httpx.Response(200, json=body), httpx.Response(200, json=ok_body())])

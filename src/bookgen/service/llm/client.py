@@ -335,18 +335,30 @@ class LLMClient:
         with self._hooks.llm_call(call) as c:
             started = time.perf_counter()
             try:
-                if stream:
-                    text, usage, finish, resp_model, ttfc = await self._post_stream(
-                        payload, started, watch
-                    )
-                else:
-                    text, usage, finish, resp_model = await self._post(payload)
-                    ttfc = None
-                    if watch is not None:
-                        watch.feed(text)
+                # httpx's timeout bounds each read, not the call: a stream that trickles a
+                # token now and then would never end without a deadline of its own.
+                async with asyncio.timeout(self._settings.llm_attempt_deadline_s):
+                    if stream:
+                        text, usage, finish, resp_model, ttfc = await self._post_stream(
+                            payload, started, watch
+                        )
+                    else:
+                        text, usage, finish, resp_model = await self._post(payload)
+                        ttfc = None
+                        if watch is not None:
+                            watch.feed(text)
             except LLMError as exc:
                 c.error_type = exc.error_type
                 raise
+            except TimeoutError:
+                c.error_type = "timeout"
+                raise LLMError(
+                    f"LLM call passed its {self._settings.llm_attempt_deadline_s:g} s deadline",
+                    None,
+                    True,
+                    error_type="timeout",
+                    reason="timeout",
+                ) from None
             except httpx.TimeoutException as exc:
                 c.error_type = "timeout"
                 raise LLMError(
