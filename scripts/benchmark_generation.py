@@ -46,9 +46,7 @@ import json
 import math
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +64,8 @@ from bookgen.service.llm.sim import ChatRequest, completion_tokens, compose
 from bookgen.service.pipeline import prompts
 from bookgen.service.pipeline.prompts import BookSpec
 from bookgen.service.settings import Settings
+from bookgen.stack.ports import free_port
+from bookgen.stack.process import Component
 
 GOAL_BOOK_S = 180.0
 GOAL_BOOKS_PER_HOUR = 60.0
@@ -75,13 +75,6 @@ GENERATE = "/api/v1/biographies/generate"
 
 
 # --- the server under test ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -114,8 +107,8 @@ class Server:
         self.env = env
         with patched_environ(env):
             self.settings = Settings()
-        self.log = (workdir / "server.log").open("wb")
-        self.proc = subprocess.Popen(
+        self.component = Component(
+            "server",
             [
                 sys.executable,
                 "-m",
@@ -130,23 +123,18 @@ class Server:
                 "warning",
                 "--no-access-log",
             ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            workdir / "server.log",
+            f"{self.url}/ready",
+            env,
+            inherit_env=False,
         )
-        self.ps = psutil.Process(self.proc.pid)
+        self.component.start()
+        assert self.component.pid is not None
+        self.pid = self.component.pid
+        self.ps = psutil.Process(self.pid)
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}; see its log")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("/ready")).status_code == 200:
-                        return
-                await asyncio.sleep(0.2)
-        raise RuntimeError("server not ready in time")
+        await asyncio.to_thread(self.component.wait_ready, timeout_s)
 
     def cpu_seconds(self) -> float:
         times = self.ps.cpu_times()
@@ -156,14 +144,7 @@ class Server:
         return float(self.ps.memory_info().rss) / 1e6
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
+        self.component.stop(grace_s=20)
 
 
 # --- bounds -----------------------------------------------------------------------------------
@@ -685,7 +666,7 @@ async def main(argv: list[str] | None = None) -> int:
             await server.wait_ready()
             s = server.settings
             print(
-                f"server {server.url} pid {server.proc.pid}: job_concurrency "
+                f"server {server.url} pid {server.pid}: job_concurrency "
                 f"{s.job_concurrency}, chapter_concurrency {s.chapter_concurrency}, "
                 f"llm_max_concurrency {s.llm_max_concurrency}, sim ttft "
                 f"{s.sim.time_to_first_token_s}s jitter {s.sim.jitter}"

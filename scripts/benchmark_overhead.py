@@ -17,8 +17,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +27,9 @@ from pathlib import Path
 
 import httpx
 
+from bookgen.stack.ports import free_port
+from bookgen.stack.process import Component, ComponentError
+
 SERVE = [sys.executable, "-c", "from bookgen.cli import main; main()", "serve"]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
@@ -38,8 +39,13 @@ class Server:
     name: str
     telemetry: bool
     port: int
-    proc: subprocess.Popen[bytes]
+    component: Component
     routes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        assert self.component.pid is not None
+        return self.component.pid
 
     @property
     def base(self) -> str:
@@ -47,11 +53,11 @@ class Server:
 
     def cpu_s(self) -> float:
         """User + system CPU time of the server process (all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        status = Path(f"/proc/{self.pid}/status").read_text()
         match = re.search(r"VmRSS:\s+(\d+) kB", status)
         return int(match.group(1)) / 1024 if match else float("nan")
 
@@ -66,12 +72,6 @@ class Run:
     cpu_us: float  # server CPU per request
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(name: str, telemetry: bool, workdir: Path, workers: int) -> Server:
     port = free_port()
     env = {
@@ -83,30 +83,20 @@ def start(name: str, telemetry: bool, workdir: Path, workers: int) -> Server:
         "BOOKGEN_RATE_LIMIT": "1000000/minute",
     }
     env.pop("BOOKGEN_LLM_BASE_URL", None)
-    log = (workdir / f"{name}.log").open("wb")
     command = [*SERVE, "--port", str(port), "--workers", str(workers)]
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(name, telemetry, port, proc)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} server exited; see {workdir / f'{name}.log'}")
-        try:
-            if httpx.get(f"{server.base}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"{name} server did not start in 60 s")
+    log = workdir / f"{name}.log"
+    component = Component(
+        name, command, log, f"http://127.0.0.1:{port}/health", env, inherit_env=False
+    )
+    try:
+        component.run(timeout_s=60)
+    except ComponentError as exc:
+        raise SystemExit(str(exc)) from None
+    return Server(name, telemetry, port, component)
 
 
 def stop(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
+    server.component.stop(grace_s=30)
 
 
 def finished_job_status_path(server: Server) -> str:

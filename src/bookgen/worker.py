@@ -1,4 +1,4 @@
-"""Composition root of a worker process: the Celery app, the section worker, telemetry at its edge."""
+"""Composition root of a worker process: Celery app, section worker, telemetry at its edge."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -108,28 +107,3 @@ def catalogue_problems(exposition: str, skip: Collection[str] = ()) -> list[str]
             if les != wanted:
                 problems.append(f"{spec.name}: buckets {sorted(les)} != {sorted(wanted)}")
     return problems
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports(count: int) -> int:
-    """The first of `count` consecutive ports that are free now (per-worker metrics ports)."""
-    for _ in range(100):
-        base = free_port()
-        socks = []
-        try:
-            for offset in range(count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports")

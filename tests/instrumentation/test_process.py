@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Histogram
-from telemetry_helpers import free_port
 
 from bookgen.instrumentation.exposition import WorkerMetricsServer
 from bookgen.instrumentation.process import EventLoopLagMonitor, ProcessCollector, RuntimeCollector
+from bookgen.stack.ports import free_port
 
 
 @dataclass

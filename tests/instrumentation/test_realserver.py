@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from telemetry_helpers import CHARACTER, GENERATE, catalogue_problems, free_port, free_ports
+from telemetry_helpers import CHARACTER, GENERATE, catalogue_problems
 
 from bookgen.instrumentation import catalogue as cat
+from bookgen.stack.ports import free_port, free_range
 
 pytestmark = pytest.mark.realserver
 
@@ -130,7 +131,7 @@ def test_live_metrics_hold_the_whole_catalogue(tmp_path: Path) -> None:
 
 
 def test_each_worker_is_its_own_scrape_target(tmp_path: Path) -> None:
-    metrics_base = free_ports(2)
+    metrics_base = free_range(2)
     env = {"BOOKGEN_METRICS_PORT_BASE": str(metrics_base)}
     with bookgen_serve(tmp_path, env, workers=2):
         deadline = time.monotonic() + 60

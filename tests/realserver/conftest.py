@@ -18,7 +18,7 @@ def serve(tmp_path: Path) -> Iterator[ServerFactory]:
     def factory(database_url: str, **kwargs: object) -> ServerProcess:
         server = ServerProcess(tmp_path, database_url, **kwargs)  # type: ignore[arg-type]
         started.append(server)
-        return server.start()
+        return server.run()
 
     yield factory
     for server in started:

@@ -3,35 +3,25 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
+from bookgen.stack.ports import HOST, free_port
+from bookgen.stack.process import Component, bookgen_argv
 
 START_TIMEOUT_S = 40.0
 STOP_TIMEOUT_S = 25.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class ServerProcess(Component):
+    """`bookgen serve` with only the BOOKGEN_ settings the test gives (none of the caller's)."""
 
-
-class ServerProcess:
     def __init__(
         self, tmp_path: Path, database_url: str, *, workers: int = 1, **env: str | float | int
     ) -> None:
         self.port = free_port()
         self.workers = workers
-        self.log_path = tmp_path / f"serve-{self.port}.log"
         base = {k: v for k, v in os.environ.items() if not k.startswith("BOOKGEN_")}
-        self.env = {
+        full_env = {
             **base,
             "BOOKGEN_DATABASE_URL": database_url,
             "BOOKGEN_TELEMETRY": os.environ.get("BOOKGEN_TEST_TELEMETRY", "false"),
@@ -41,64 +31,26 @@ class ServerProcess:
             "BOOKGEN_JOB_LEASE_S": "2",
             **{key: str(value) for key, value in env.items()},
         }
-        self.process: subprocess.Popen[bytes] | None = None
+        argv = bookgen_argv(
+            "serve", "--port", str(self.port), "--workers", str(workers), "--log-level", "warning"
+        )
+        super().__init__(
+            "serve",
+            argv,
+            tmp_path / f"serve-{self.port}.log",
+            f"{self.url}/health",
+            full_env,
+            inherit_env=False,
+            ready_timeout_s=START_TIMEOUT_S,
+        )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{HOST}:{self.port}"
 
-    def start(self) -> ServerProcess:
-        command = [
-            sys.executable,
-            "-c",
-            "from bookgen.cli import main; main()",
-            "serve",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            "--log-level",
-            "warning",
-        ]
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=log, start_new_session=True
-        )
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited at start:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"server did not answer within {START_TIMEOUT_S} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, no lease handed back."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-
-    def stop(self) -> int:
+    def stop(self, grace_s: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM and wait; returns the exit code."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise
-        return self.process.returncode
+        return super().stop(grace_s)
 
 
 def children_of(pid: int) -> list[int]:

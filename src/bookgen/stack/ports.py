@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 HOST = "127.0.0.1"
 _ATTEMPTS = 200
@@ -51,6 +52,8 @@ class Ports:
     receiver: int
     metrics_base: int
     workers: int
+    # Ports of optional components by name (data services, exporters, Celery workers).
+    extra: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def metrics(self) -> tuple[int, ...]:
@@ -64,6 +67,7 @@ class Ports:
             self.alertmanager,
             self.receiver,
             *self.metrics,
+            *self.extra.values(),
         )
 
 
@@ -76,8 +80,9 @@ def allocate(
     alertmanager: int | None = None,
     receiver: int | None = None,
     metrics_base: int | None = None,
+    extra: Sequence[str] = (),
 ) -> Ports:
-    """Configured ports must be free; the others are chosen free and distinct."""
+    """Configured ports must be free; the others (and one per `extra` name) free and distinct."""
     configured = {
         "api": api,
         "sim": sim,
@@ -85,6 +90,7 @@ def allocate(
         "alertmanager": alertmanager,
         "receiver": receiver,
     }
+    configured.update({name: None for name in extra})
     taken: set[int] = set()
     chosen: dict[str, int] = {}
     for name, port in configured.items():
@@ -110,4 +116,5 @@ def allocate(
                 port = free_port()
             chosen[name] = port
             taken.add(port)
-    return Ports(metrics_base=metrics_base, workers=workers, **chosen)
+    named = {name: chosen.pop(name) for name in extra}
+    return Ports(metrics_base=metrics_base, workers=workers, extra=named, **chosen)

@@ -1,4 +1,9 @@
-"""prometheus.yml for the stack: each worker as job `bookgen`, the model as `bookgen-llm`."""
+"""prometheus.yml for the stack: one job per tier, each process its own target.
+
+`bookgen`: each API process (label `worker`); `bookgen-llm`: the model; with the Celery engine
+also `bookgen-worker` (each Celery worker, label `worker`), `bookgen-broker`, `bookgen-store` and
+`bookgen-celery` (celery-exporter). Alert rules select on these names.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,12 @@ import yaml
 
 API_JOB = "bookgen"
 LLM_JOB = "bookgen-llm"
+WORKER_JOB = "bookgen-worker"
+BROKER_JOB = "bookgen-broker"
+STORE_JOB = "bookgen-store"
+CELERY_JOB = "bookgen-celery"
+# celery-exporter asks every worker on each scrape (two broadcasts of 1 s each).
+CELERY_MIN_SCRAPE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +68,28 @@ def render(
     alertmanager_target: str,
     rule_files: Sequence[str],
     intervals: Intervals,
+    celery_workers: Sequence[str] = (),
+    broker_target: str | None = None,
+    store_target: str | None = None,
+    celery_target: str | None = None,
 ) -> dict[str, Any]:
-    """The config as a dict; worker i is `worker_targets[i]` and gets the label `worker="i"`."""
-    scrape_configs: list[dict[str, Any]] = [
-        {
-            "job_name": API_JOB,
-            "static_configs": [
-                {"targets": [target], "labels": {"worker": str(index)}}
-                for index, target in enumerate(worker_targets)
-            ],
-        }
-    ]
+    """The config as a dict; API process i is `worker_targets[i]` with label `worker="i"`, and
+    Celery worker i is `celery_workers[i]`, labelled the same way in its own job."""
+    scrape_configs = [_per_worker(API_JOB, worker_targets)]
     if llm_target is not None:
-        scrape_configs.append({"job_name": LLM_JOB, "static_configs": [{"targets": [llm_target]}]})
+        scrape_configs.append(_job(LLM_JOB, llm_target))
+    if celery_workers:
+        scrape_configs.append(_per_worker(WORKER_JOB, celery_workers))
+    if broker_target is not None:
+        scrape_configs.append(_job(BROKER_JOB, broker_target))
+    if store_target is not None:
+        scrape_configs.append(_job(STORE_JOB, store_target))
+    if celery_target is not None:
+        interval = max(seconds(intervals.scrape), CELERY_MIN_SCRAPE_S)
+        job = _job(CELERY_JOB, celery_target)
+        job["scrape_interval"] = f"{interval:g}s"
+        job["scrape_timeout"] = f"{min(interval, 10.0):g}s"
+        scrape_configs.append(job)
     return {
         "global": {
             "scrape_interval": intervals.scrape,
@@ -79,6 +99,20 @@ def render(
         "rule_files": list(rule_files),
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_target]}]}]},
         "scrape_configs": scrape_configs,
+    }
+
+
+def _job(name: str, target: str) -> dict[str, Any]:
+    return {"job_name": name, "static_configs": [{"targets": [target]}]}
+
+
+def _per_worker(name: str, targets: Sequence[str]) -> dict[str, Any]:
+    return {
+        "job_name": name,
+        "static_configs": [
+            {"targets": [target], "labels": {"worker": str(index)}}
+            for index, target in enumerate(targets)
+        ],
     }
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +24,19 @@ def write(stack: Stack) -> None:
         "supervisor_pid": os.getpid(),
         "started_at": time.time(),
         "profile": stack.profile_name,
+        "engine": stack.engine,
         "workers": stack.workers,
         "faults": stack.faults,
         "urls": stack.urls(),
         "notifications": str(stack.notifications_path),
         "components": {
-            c.name: {"pid": c.pid, "ready_url": c.ready_url, "log": str(c.log)}
+            c.name: {
+                "pid": c.pid,
+                "ready_url": c.ready_url,
+                "ready_tcp": list(c.ready_tcp) if c.ready_tcp else None,
+                "address": c.address,
+                "log": str(c.log),
+            }
             for c in stack.components
         },
     }
@@ -60,24 +68,69 @@ class ComponentStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetStatus:
+    job: str
+    instance: str
+    health: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     components: list[ComponentStatus]
     firing: list[dict[str, Any]]
     error: str | None = None
+    targets: list[TargetStatus] = field(default_factory=list)
+    targets_error: str | None = None
+
+
+def _answers(client: httpx.Client, info: dict[str, Any], timeout_s: float) -> bool:
+    if info.get("ready_url"):
+        try:
+            return client.get(info["ready_url"]).is_success
+        except httpx.HTTPError:
+            return False
+    if info.get("ready_tcp"):
+        host, port = info["ready_tcp"]
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError:
+            return False
+    return True
+
+
+def _targets(client: httpx.Client, prometheus_url: str) -> list[TargetStatus]:
+    response = client.get(f"{prometheus_url}/api/v1/targets", params={"state": "active"})
+    response.raise_for_status()
+    found = [
+        TargetStatus(
+            t["labels"].get("job", "?"),
+            t["labels"].get("instance", "?"),
+            t.get("health", "unknown"),
+            t.get("lastError", ""),
+        )
+        for t in response.json()["data"]["activeTargets"]
+    ]
+    return sorted(found, key=lambda t: (t.job, t.instance))
 
 
 def probe(data: dict[str, Any], timeout_s: float = 2.0) -> Status:
-    """Which recorded components run and answer, and which alerts Alertmanager holds."""
+    """Which recorded components run and answer, how Prometheus sees each target, and which
+    alerts Alertmanager holds."""
     components = []
     with httpx.Client(timeout=timeout_s) as client:
         for name, info in data.get("components", {}).items():
             pid = info.get("pid")
             running = bool(pid) and psutil.pid_exists(pid)
-            try:
-                ready = client.get(info["ready_url"]).is_success
-            except httpx.HTTPError:
-                ready = False
-            components.append(ComponentStatus(name, pid, running, ready, info["ready_url"]))
+            ready = _answers(client, info, timeout_s)
+            address = info.get("address") or info.get("ready_url") or ""
+            components.append(ComponentStatus(name, pid, running, ready, address))
+        targets: list[TargetStatus] = []
+        targets_error = None
+        try:
+            targets = _targets(client, data["urls"]["prometheus"])
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            targets_error = f"prometheus unreachable: {type(exc).__name__}"
         firing: list[dict[str, Any]] = []
         error = None
         try:
@@ -89,4 +142,4 @@ def probe(data: dict[str, Any], timeout_s: float = 2.0) -> Status:
             firing = sorted(response.json(), key=lambda a: a["labels"].get("alertname", ""))
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             error = f"alertmanager unreachable: {type(exc).__name__}"
-    return Status(components, firing, error)
+    return Status(components, firing, error, targets, targets_error)
