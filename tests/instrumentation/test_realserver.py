@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +17,7 @@ from telemetry_helpers import CHARACTER, GENERATE, catalogue_problems
 
 from bookgen.instrumentation import catalogue as cat
 from bookgen.stack.ports import free_port, free_range
+from bookgen.stack.process import Component, bookgen_argv
 
 pytestmark = pytest.mark.realserver
 
@@ -39,32 +38,13 @@ def bookgen_serve(tmp_path: Path, env: dict[str, str], workers: int = 1) -> Iter
         **env,
     }
     environ.pop("BOOKGEN_LLM_BASE_URL", None)
-    log = (tmp_path / "serve.log").open("wb")
-    command = [sys.executable, "-c", "from bookgen.cli import main; main()"]
-    command += ["serve", "--port", str(port)]
-    command += ["--workers", str(workers)]
-    proc = subprocess.Popen(command, env=environ, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start in 60 s"
-            time.sleep(0.1)
+    argv = bookgen_argv("serve", "--port", str(port), "--workers", str(workers))
+    server = Component(
+        "serve", argv, tmp_path / "serve.log", f"{base}/health", environ, inherit_env=False
+    )
+    with server:
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def run_small_job(base: str) -> None:
