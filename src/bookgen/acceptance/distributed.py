@@ -53,6 +53,7 @@ TIER_ENV = {
     "BOOKGEN_SECTION_LEASE_S": "6",
     "BOOKGEN_REAP_INTERVAL_S": "1",
     "BOOKGEN_WORKER_DRAIN_S": "2",
+    "BOOKGEN_SECTION_REPUBLISH_IDLE_S": "10",
     # Above the kills the scenario makes (5 + 1), so a section the scenario itself hits in
     # every kill is not taken for a poison task; the run limit is tested on its own.
     "BOOKGEN_SECTION_MAX_RUNS": "8",

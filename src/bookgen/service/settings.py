@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # A queued section whose message has not been picked up for this long is published again
     # (a broker that lost its queue, e.g. restarted without persistence).
     section_republish_s: float = Field(default=600.0, gt=0)
+    # The same, sooner, while this worker has free slots: the broker would have handed a waiting
+    # message to it, so one queued this long was lost (e.g. received by a worker killed before it
+    # claimed the section; Redis keeps such a message until its visibility timeout).
+    section_republish_idle_s: float = Field(default=30.0, gt=0)
     # Exported for the "fewer workers than expected" alert; 0 = not configured.
     workers_expected: int = Field(default=0, ge=0)
 

@@ -85,8 +85,12 @@ def test_redelivered_messages_have_no_second_effect(
     try:
         job_id = submit_book(worker, publisher, chapters=2)
         wait_for_job(worker, job_id, {"completed"})
+        deadline = time.monotonic() + 10
+        while len(pool.outcomes) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the last run reports after its transaction completed the book
         # The broker delivers every piece again (e.g. Redis restoring unacked messages).
         before = len(pool.outcomes)
+        assert before == 5
         for index in (OUTLINE_INDEX, 0, 1, 2, 3):
             publisher.publish_now(job_id, index, {})
         deadline = time.monotonic() + 10
@@ -176,3 +180,28 @@ def test_a_stopping_worker_hands_running_pieces_back(tmp_path: Path) -> None:
     assert all(p.attempts == 0 and p.lease_owner is None for p in handed)
     assert all((job_id, p.index) in publisher.sent for p in handed)
     assert sections == [] or all(s.index not in {p.index for p in handed} for s in sections)
+
+
+def test_lost_messages_are_published_again_while_slots_are_free(tmp_path: Path) -> None:
+    """Messages a worker received and died with (Redis keeps them until its visibility timeout):
+    a worker with free slots publishes their sections again after `section_republish_idle_s`."""
+    publisher = LocalPublisher()
+    settings = tier_settings(tmp_path, section_republish_idle_s=0.5)
+    worker = SectionWorker(settings, Hooks(), publisher, owner="worker-a")
+    worker.start()
+    pool = Pool(worker, publisher, threads=4)
+    try:
+        job_id = submit_book(worker, publisher, chapters=1)
+        lost = []
+        while not publisher.queue.empty():  # taken by a worker that died before claiming
+            lost.append(publisher.queue.get_nowait())
+        assert len(lost) == 3
+        assert worker.store is not None
+        tasks = SectionTasks(worker.store)
+        worker._call(tasks.mark_published([(job_id, index) for _, index, _ in lost]))
+        job = wait_for_job(worker, job_id, {"completed", "failed"})
+    finally:
+        pool.close()
+        worker.close()
+    assert job.status == "completed"
+    assert publisher.sent.count((job_id, OUTLINE_INDEX)) == 2  # first sent, then sent again

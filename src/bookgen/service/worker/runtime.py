@@ -319,9 +319,10 @@ class SectionWorker:
         lapsed = await self.tasks.reap()
         if lapsed:
             logger.info("re-queued %d sections whose worker stopped", len(lapsed))
-        missing = await self.tasks.unpublished(
-            UNPUBLISHED_GRACE_S, self.settings.section_republish_s
-        )
+        idle = self.running < self.settings.worker_concurrency
+        settings = self.settings
+        republish_s = settings.section_republish_idle_s if idle else settings.section_republish_s
+        missing = await self.tasks.unpublished(UNPUBLISHED_GRACE_S, republish_s)
         by_job: dict[str, list[int]] = {}
         for job_id, index in [*lapsed, *missing]:
             by_job.setdefault(job_id, []).append(index)
