@@ -25,6 +25,8 @@ E2E_ENV = {
     "BOOKGEN_LLM_BACKOFF_MAX_S": "0.2",
     "BOOKGEN_POLL_INTERVAL_S": "0.2",
     "BOOKGEN_RATE_LIMIT": "10/minute",
+    # Small enough that a test fills it while the workers are paused.
+    "BOOKGEN_MAX_QUEUE": "25",
     "BOOKGEN_LOG_LEVEL": "WARNING",
 }
 

@@ -4,9 +4,11 @@ Rows join reports/e2e-ttd.json with the other families."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bookgen.slo.dashboards import panel_queries
 from bookgen.stack import binaries
+from bookgen.stack.faults import SimFaults
+from bookgen.stack.profile import load_spec
 from bookgen.stack.supervisor import Stack
 from e2e.conftest import E2E_ENV
 from e2e.load import submit
@@ -113,6 +118,52 @@ def test_paused_workers_fire_backlog_and_the_no_worker_page(tier: Stack) -> None
     )
     job = submit(tier.api_url, "tier-after-pause").json()["job_id"]
     assert wait_book(tier, job) == "completed"
+
+
+def test_every_worker_dashboard_panel_returns_data(tier: Stack) -> None:
+    queries = [q for q in panel_queries(load_spec()) if q[0] == "bookgen-workers"]
+    assert queries
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=tier.prometheus_url, timeout=10) as client:
+
+        def empty(expr: str) -> bool:
+            data = client.get("/api/v1/query", params={"query": expr}).json()
+            assert data["status"] == "success", (expr, data)
+            return not data["data"]["result"]
+
+        pending = list(queries)
+        while pending and time.monotonic() < deadline:
+            submit(tier.api_url, "tier-dashboards")
+            pending = [q for q in pending if empty(q[2])]
+            time.sleep(2)
+    assert {f"{uid} / {title}": expr for uid, title, expr in pending} == {}
+
+
+def test_failing_sections_fire_the_failure_ratio_and_resolve(tier: Stack) -> None:
+    assert tier.sim_url is not None
+    sim = SimFaults(tier.sim_url)
+
+    def keep_submitting(stop: threading.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                submit(tier.api_url, f"tier-failing-{time.monotonic_ns()}", timeout_s=5.0)
+            stop.wait(0.2)
+
+    try:
+        record(
+            run(
+                tier,
+                Scenario(
+                    "the model answers every call with 500 on the worker tier",
+                    lambda: sim.set(error_rate=1.0),
+                    lambda: sim.set(error_rate=0.0),
+                    [Expect("sections", "BookGenSectionFailuresHigh", {"severity": "warning"})],
+                    during=keep_submitting,
+                ),
+            )
+        )
+    finally:
+        sim.close()
 
 
 def test_broker_and_store_down_fire_and_resolve(tier: Stack) -> None:

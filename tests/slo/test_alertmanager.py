@@ -45,6 +45,9 @@ def test_amtool_routes(root: Path, profile: str, amtool: str) -> None:
         assert result.returncode == 0, (case, result.stdout, result.stderr)
 
 
+SERVICE = {"service": "bookgen"}
+
+
 def _walk(node: Any) -> list[tuple[str, Any]]:
     if isinstance(node, dict):
         return [(k, v) for k, v in node.items()] + [p for v in node.values() for p in _walk(v)]
@@ -73,15 +76,31 @@ def test_webhook_url_and_fast_timings(spec: Spec) -> None:
     )
 
 
-def test_inhibitions(spec: Spec) -> None:
+def test_every_inhibition_has_an_equal_list(spec: Spec) -> None:
     rules = alertmanager.render(spec)["inhibit_rules"]
-    assert {
-        "source_matchers": ['severity="critical"'],
-        "target_matchers": ['severity="warning"'],
-        "equal": ["alertname", "slo"],
-    } in rules
+    assert len(rules) >= 3
+    for rule in rules:
+        assert rule["equal"], rule  # without one, a source silences every matching alert
     down = next(r for r in rules if "TargetDown" in r["source_matchers"][0])
+    assert set(down["equal"]) == {"job", "instance"}
     assert "Watchdog" in down["target_matchers"][0] and "!~" in down["target_matchers"][0]
+
+
+def test_pages_tickets_and_the_watchdog_have_their_own_receivers(spec: Spec) -> None:
+    for profile in names.PROFILES:
+        route = alertmanager.render(spec, profile=profile)["route"]
+        by_receiver = {r["receiver"]: r for r in route["routes"]}
+        assert by_receiver["page"]["matchers"] == ['severity="critical"']
+        assert by_receiver["ticket"]["matchers"] == ['severity="warning"']
+        watchdog = by_receiver["watchdog"]
+        assert watchdog["matchers"] == ['alertname="Watchdog"']
+        heartbeat = spec.profile(profile).watchdog_repeat_interval
+        assert names.parse_duration(watchdog["repeat_interval"]) == heartbeat
+        assert names.parse_duration(watchdog["group_interval"]) == heartbeat
+        # A dead man's switch needs the heartbeat far more often than the default repeat.
+        assert heartbeat * 10 <= spec.profile(profile).repeat_interval
+        assert route["routes"][0] is watchdog  # before severity routes: it must not be a ticket
+    assert spec.profile("default").watchdog_repeat_interval <= 60
 
 
 def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
@@ -110,10 +129,73 @@ def _inhibits(spec: Spec, source: dict[str, str], target: dict[str, str]) -> boo
     )
 
 
-def test_no_worker_page_inhibits_the_missing_worker_ticket(spec: Spec) -> None:
-    page = {"alertname": "BookGenWorkersMissing", "severity": "critical"}
-    ticket = {"alertname": "BookGenWorkersMissing", "severity": "warning"}
-    backlog = {"alertname": "BookGenSectionWaitingTooLong", "severity": "warning"}
+def test_no_worker_page_hides_only_its_own_ticket(spec: Spec) -> None:
+    ticket = {**SERVICE, "alertname": "BookGenWorkersMissing", "severity": "warning"}
+    page = {**ticket, "severity": "critical"}
     assert _inhibits(spec, page, ticket)
-    assert not _inhibits(spec, ticket, page)
-    assert not _inhibits(spec, page, backlog)  # users waiting stays visible on its own
+    assert not _inhibits(
+        spec, {**SERVICE, "alertname": "BookGenStoreDown", "severity": "critical"}, ticket
+    )
+
+
+def test_an_slo_page_hides_the_tickets_of_that_slo_only(spec: Spec) -> None:
+    page = {
+        **SERVICE,
+        "alertname": "BookGenAvailabilityErrorBudgetBurn",
+        "severity": "critical",
+        "slo": "availability",
+    }
+    burn_ticket = {**page, "severity": "warning"}
+    ratio_ticket = {
+        **SERVICE,
+        "alertname": "BookGenAPIErrorRateHigh",
+        "severity": "warning",
+        "slo": "availability",
+    }
+    llm_ticket = {
+        **SERVICE,
+        "alertname": "BookGenLLMErrorsHigh",
+        "severity": "warning",
+        "slo": "llm",
+    }
+    latency = {**SERVICE, "alertname": "BookGenAPILatencyHigh", "severity": "warning"}
+    assert _inhibits(spec, page, burn_ticket)
+    assert _inhibits(spec, page, ratio_ticket)
+    assert not _inhibits(spec, page, llm_ticket)
+    assert not _inhibits(spec, page, latency)  # no slo label: not the same SLI
+    assert not _inhibits(spec, burn_ticket, page)
+
+
+def test_a_down_target_hides_only_the_alerts_of_that_target(spec: Spec) -> None:
+    worker1 = {"job": "bookgen", "instance": "127.0.0.1:9101", "worker": "1"}
+    down = {**SERVICE, **worker1, "alertname": "BookGenTargetDown", "severity": "critical"}
+    its_memory = {
+        **SERVICE,
+        **worker1,
+        "alertname": "BookGenWorkerMemoryHigh",
+        "severity": "critical",
+    }
+    other = {**its_memory, "instance": "127.0.0.1:9100", "worker": "0"}
+    burn = {
+        **SERVICE,
+        "alertname": "BookGenBooksErrorBudgetBurn",
+        "severity": "critical",
+        "slo": "books",
+    }
+    llm_down = {**down, "job": "bookgen-llm", "instance": "127.0.0.1:9200", "worker": ""}
+    watchdog = {**SERVICE, "alertname": "Watchdog", "severity": "info"}
+    assert _inhibits(spec, down, its_memory)
+    assert not _inhibits(spec, down, other)
+    assert not _inhibits(spec, down, burn)
+    assert not _inhibits(spec, llm_down, burn)
+    assert not _inhibits(spec, down, watchdog)
+    assert not _inhibits(spec, down, {**down, "instance": "127.0.0.1:9100", "worker": "0"})
+
+
+def test_the_local_stack_still_receives_every_alert(spec: Spec) -> None:
+    """`bookgen up` gives every receiver its own webhook URL; a renamed receiver must stay in."""
+    config = alertmanager.render(spec, "http://127.0.0.1:1234/alerts", "fast")
+    routed = {config["route"]["receiver"]} | {r["receiver"] for r in config["route"]["routes"]}
+    hooked = {r["name"] for r in config["receivers"] if r.get("webhook_configs")}
+    assert routed <= hooked
+    assert {"page", "ticket", "watchdog"} <= routed

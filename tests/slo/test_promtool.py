@@ -135,3 +135,68 @@ def test_killed_worker_is_asserted_after_its_series_vanish(root: Path, profile: 
     times = [names.parse_duration(a["eval_time"]) // tick for a in test["alert_rule_test"]]
     assert min(times) < stale_at < max(times)
     assert all(a["exp_alerts"] for a in test["alert_rule_test"])
+
+
+@pytest.mark.parametrize("profile", names.PROFILES)
+def test_burn_rate_edges(
+    spec: Spec, root: Path, profile: str, promtool: str, report: Callable[[str], None]
+) -> None:
+    """Per SLO and burn pair, just above its factor fires and just below stays silent, with the
+    other pairs clean; the ticket pairs (1d/2h, 3d/6h) fire too."""
+    path = root / names.BURN_EDGE_TESTS_FILES[profile]
+    result = _run(promtool, "test", "rules", path.name, cwd=path.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests = yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]
+    firing = [t["name"] for t in tests if t["alert_rule_test"][0]["exp_alerts"]]
+    silent = [t["name"] for t in tests if not t["alert_rule_test"][0]["exp_alerts"]]
+    for name in spec.slos:
+        for pair in spec.burn_rates:
+            how = f"{pair.factor:g}x over {names.format_duration(pair.long)} and "
+            how += names.format_duration(pair.short)
+            assert any(f"{name} errors above {how}" in n for n in firing), (name, how)
+            assert any(f"{name} errors below {how}" in n for n in silent), (name, how)
+    report(f"[{profile} profile] {len(tests)} burn-rate edge cases passed")
+
+
+def test_a_factor_typo_fails_the_edge_cases(root: Path, tmp_path: Path, promtool: str) -> None:
+    """14.4 written 1.44: the case just below the page factor fires, and promtool says so."""
+    rules = (root / names.RULES_FILES["default"]).read_text(encoding="utf-8")
+    typo = rules.replace("(14.4 * 0.01)", "(1.44 * 0.01)")
+    assert typo != rules
+    (tmp_path / "bookgen.rules.yml").write_text(typo, encoding="utf-8")
+    edges = yaml.safe_load(
+        (root / names.BURN_EDGE_TESTS_FILES["default"]).read_text(encoding="utf-8")
+    )
+    edges["tests"] = [t for t in edges["tests"] if "availability errors" in t["name"]][:2]
+    edges["rule_files"] = ["bookgen.rules.yml"]
+    (tmp_path / "edges.yml").write_text(yaml.safe_dump(edges), encoding="utf-8")
+    result = _run(promtool, "test", "rules", "edges.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "below 14.4x over 1h and 5m" in result.stdout + result.stderr
+
+
+def _golden(root: Path) -> list[Path]:
+    return sorted((root / names.GOLDEN_TESTS_DIR).glob("*.test.yml"))
+
+
+def test_hand_written_golden_cases(spec: Spec, root: Path, promtool: str) -> None:
+    """Expectations written by hand, not by the generator, for the alerts that matter most."""
+    files = _golden(root)
+    assert len(files) >= 3
+    result = _run(promtool, "test", "rules", *(p.name for p in files), cwd=files[0].parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    generated = set(names.RULE_TESTS_FILES.values()) | set(names.BURN_EDGE_TESTS_FILES.values())
+    checked = set()
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert names.HEADER not in text and "Written by hand" in text, path
+        assert str(path.relative_to(root)) not in generated
+        checked |= {
+            a["alertname"] for t in yaml.safe_load(text)["tests"] for a in t["alert_rule_test"]
+        }
+    assert {
+        "BookGenAvailabilityErrorBudgetBurn",
+        "BookGenBooksErrorBudgetBurn",
+        "BookGenQueueFull",
+        "BookGenTargetDown",
+    } <= checked

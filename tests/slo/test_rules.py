@@ -19,18 +19,47 @@ def _records(spec: Spec, profile: str) -> list[dict[str, object]]:
 def test_sli_rules_for_every_slo_and_window(spec: Spec) -> None:
     records = _records(spec, "default")
     for slo in spec.slos:
-        for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"):
+        for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
             matching = [
                 r
                 for r in records
                 if r["record"] == f"slo:sli_error:ratio_rate{window}"
-                and r.get("labels") == {"slo": slo}
+                and r.get("labels") == {"service": "bookgen", "slo": slo, "window": window}
             ]
             assert len(matching) == 1, (slo, window)
             expr = str(matching[0]["expr"])
             numerator, denominator = expr.split("\n/\n")
-            assert "sum(rate(" in numerator and denominator.startswith("sum(rate(")
+            assert "sum(rate(" in numerator
+            # No events, no sample: an idle window must not record NaN.
+            assert denominator.startswith("(sum(rate(") and denominator.endswith(") > 0)")
             assert f"[{window}]" in expr
+
+
+def test_period_sli_averages_the_5m_sli_as_sloth_does(spec: Spec) -> None:
+    for profile, period in (("default", "30d"), ("fast", "12h")):
+        records = _records(spec, profile)
+        for slo in spec.slos:
+            (rule,) = [
+                r
+                for r in records
+                if r["record"] == "slo:sli_error:ratio_rate30d"
+                and r["labels"] == {"service": "bookgen", "slo": slo, "window": "30d"}
+            ]
+            base = f'slo:sli_error:ratio_rate5m{{service="bookgen",slo="{slo}"}}[{period}]'
+            assert rule["expr"] == f"sum_over_time({base})\n/\ncount_over_time({base})"
+            assert "rate(" not in str(rule["expr"])  # never raw series over the whole period
+            names_in_order = [str(r["record"]) for r in records]
+            assert names_in_order.index("slo:sli_error:ratio_rate5m") < names_in_order.index(
+                "slo:sli_error:ratio_rate30d"
+            )
+
+
+def test_every_slo_series_carries_its_identity(spec: Spec) -> None:
+    slo_records = [r for r in _records(spec, "default") if str(r["record"]).startswith("slo:")]
+    assert len(slo_records) == len(spec.slos) * (len(spec.windows) + 1 + 3)
+    for rule in slo_records:
+        labels = rule["labels"]
+        assert isinstance(labels, dict) and set(labels) == {"service", "slo", "window"}, rule
 
 
 def test_latency_sli_uses_the_exact_bucket_string(spec: Spec) -> None:
@@ -42,6 +71,7 @@ def test_latency_sli_uses_the_exact_bucket_string(spec: Spec) -> None:
 def test_burn_rate_alerts_follow_the_workbook(spec: Spec) -> None:
     burn = [a for a in alerts(spec) if a.key.startswith("burn_")]
     assert len(burn) == 2 * len(spec.slos)
+    assert {a.key for a in burn} >= {"burn_books_critical", "burn_books_warning"}
     page = next(a for a in burn if a.key == "burn_availability_critical")
     assert "ratio_rate1h" in page.expr and "ratio_rate5m" in page.expr
     assert "ratio_rate6h" in page.expr and "ratio_rate30m" in page.expr
@@ -50,6 +80,66 @@ def test_burn_rate_alerts_follow_the_workbook(spec: Spec) -> None:
     assert "(3 * 0.01)" in ticket.expr and "(1 * 0.01)" in ticket.expr
     assert "ratio_rate3d" in ticket.expr and "ratio_rate6h" in ticket.expr
     assert page.severity == "critical" and ticket.severity == "warning"
+    for alert in burn:
+        assert alert.for_s == 0, alert.name  # the short window resets; `for` only delays
+        # Pairs are joined on service and slo: the window label would keep them from matching.
+        assert alert.expr.count("max without (window) (") == 4
+
+
+def test_books_slo_counts_completed_against_failed_books(spec: Spec) -> None:
+    books = spec.slo("books")
+    assert books.errors is not None and books.total is not None
+    assert books.errors.promql() == 'bookgen_jobs_finished_total{outcome="failed"}'
+    assert books.total.promql() == 'bookgen_jobs_finished_total{outcome=~"completed|failed"}'
+
+
+def test_429_is_no_availability_error(spec: Spec) -> None:
+    for slo in spec.slos.values():
+        if slo.errors is not None and slo.errors.metric == "bookgen_http_requests_total":
+            assert "429" not in slo.errors.promql()
+    records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
+    throttled = records["bookgen:http_requests_throttled:ratio_rate5m"]
+    assert 'status="429"' in throttled
+    assert not any("throttled" in a.expr for a in alerts(spec))  # dashboards only
+
+
+def test_queue_full_reads_what_the_service_counts(spec: Spec) -> None:
+    alert = _alert(spec, "queue_full")
+    assert alert.expr == "bookgen:jobs_rejected_queue_full:increase5m > 0"
+    records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
+    assert records["bookgen:jobs_rejected_queue_full:increase5m"] == (
+        'sum(increase(bookgen_jobs_rejected_total{reason="queue_full"}[5m]))'
+    )
+    assert alert.severity == "warning"
+    for a in alerts(spec):
+        assert "rate_limited" not in a.expr, a.name
+        assert "bookgen_job_queue_capacity" not in a.expr, a.name  # no counter-vs-gauge race
+
+
+@pytest.mark.parametrize("profile", ["default", "fast"])
+def test_every_threshold_alert_that_divides_has_a_traffic_floor(spec: Spec, profile: str) -> None:
+    dividing = [
+        a
+        for a in alerts(spec, profile)
+        if not a.key.startswith("burn_")
+        and (
+            "ratio_rate" in a.expr
+            or "\n/\n" in a.expr
+            or "histogram_quantile" in a.expr
+            or "_p95_" in a.expr
+            or ":p95_" in a.expr
+        )
+    ]
+    assert {a.key for a in dividing} >= {"api_latency", "error_rate", "llm_errors"}
+    for alert in dividing:
+        assert "sum(increase(" in alert.expr and " >= " in alert.expr, alert.name
+
+
+def test_only_pages_that_users_feel_are_critical(spec: Spec) -> None:
+    critical = {a.name for a in alerts(spec) if a.severity == "critical"}
+    assert "BookGenAPIErrorRateHigh" not in critical  # the burn pages are the pages
+    assert "BookGenQueueFull" not in critical
+    assert "BookGenRejectionsUnderCapacity" not in {a.name for a in alerts(spec)}
 
 
 def test_fast_profile_scales_every_horizon(spec: Spec) -> None:

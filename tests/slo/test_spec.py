@@ -176,3 +176,26 @@ def test_scrape_jobs_must_be_distinct(raw: dict[str, Any]) -> None:
     data = copy.deepcopy(raw)
     data["scrape"]["worker_job"] = data["scrape"]["api_job"]
     _refused(data, "scrape jobs must be distinct")
+
+
+def test_rate_limited_refusals_are_refused_as_a_capacity_signal(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["targets"]["concurrent_users"]["rejected"] = (
+        'bookgen_jobs_rejected_total{reason=~"queue_full|rate_limited"}'
+    )
+    _refused(data, "targets.concurrent_users", 'rejected must select reason="queue_full" exactly')
+
+
+def test_a_threshold_ratio_needs_its_floor(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    del data["targets"]["error_rate"]["min_events"]
+    _refused(data, "targets.error_rate.min_events")
+
+
+def test_no_for_on_burn_rates_and_a_watchdog_heartbeat(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    data["burn_rate_for"] = {"critical": "2m"}
+    _refused(data, "burn_rate_for")
+    data = copy.deepcopy(raw)
+    del data["profiles"]["fast"]["watchdog_repeat_interval"]
+    _refused(data, "profiles.fast.watchdog_repeat_interval")

@@ -28,7 +28,9 @@ def test_a_name_with_several_severities_needs_the_severity() -> None:
     fast = profile.load("fast")
     with pytest.raises(KeyError, match="2 rules match"):
         fast.for_s("BookGenAPILatencyErrorBudgetBurn")
-    assert fast.for_s("BookGenAPILatencyErrorBudgetBurn", "critical") == 2
+    # Burn alerts wait for nothing: their short window is the delay (Sloth's convention).
+    assert fast.for_s("BookGenAPILatencyErrorBudgetBurn", "critical") == 0
+    assert fast.for_s("BookGenWorkersMissing", "warning") == 1
 
 
 def test_unknown_profile_is_refused() -> None:

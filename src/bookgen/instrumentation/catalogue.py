@@ -117,6 +117,12 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         unit="seconds",
     ),
     MetricSpec(
+        "bookgen_job_oldest_queued_age_seconds",
+        "gauge",
+        "Age since submission of the oldest job not yet started (whole service); 0 when none.",
+        unit="seconds",
+    ),
+    MetricSpec(
         "bookgen_job_queue_capacity",
         "gauge",
         "Configured queue capacity: pending jobs accepted before submissions get 429.",

@@ -22,6 +22,7 @@ COLLECTED = frozenset(
         "bookgen_jobs_queued",
         "bookgen_jobs_running",
         "bookgen_job_oldest_running_age_seconds",
+        "bookgen_job_oldest_queued_age_seconds",
         "bookgen_job_queue_capacity",
         "bookgen_worker_slots",
         "bookgen_worker_sections_running",

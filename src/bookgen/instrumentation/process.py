@@ -29,6 +29,7 @@ class _Snapshot(Protocol):
     sections_queued: int
     sections_running: int
     oldest_queued_section_at: datetime | None
+    oldest_queued_created_at: datetime | None
     workers_expected: int
 
 
@@ -55,7 +56,7 @@ class RuntimeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         queued = running = age = 0.0
         sections = {"queued": 0.0, "running": 0.0}
-        queued_age = expected = 0.0
+        queued_age = expected = job_wait = 0.0
         capacity = float(self._default_capacity)
         runtime = self._runtime()
         if runtime is not None:
@@ -66,6 +67,7 @@ class RuntimeCollector(Collector):
                 age = _age(snap.oldest_running_created_at)
                 sections = {"queued": snap.sections_queued, "running": snap.sections_running}
                 queued_age = _age(snap.oldest_queued_section_at)
+                job_wait = _age(snap.oldest_queued_created_at)
                 expected = float(snap.workers_expected)
             except Exception:  # a scrape must not fail because the runtime is mid-shutdown
                 log.warning("runtime snapshot failed", exc_info=True)
@@ -73,6 +75,7 @@ class RuntimeCollector(Collector):
         yield _gauge("bookgen_jobs_running", running)
         yield _gauge("bookgen_job_oldest_running_age_seconds", age)
         yield _gauge("bookgen_job_queue_capacity", capacity)
+        yield _gauge("bookgen_job_oldest_queued_age_seconds", job_wait)
         spec = cat.BY_NAME["bookgen_sections"]
         family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
         for state in cat.SECTION_STATES:

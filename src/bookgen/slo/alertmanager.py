@@ -1,4 +1,9 @@
-"""Alertmanager config: routes by severity, grouping, inhibition, local webhook + examples."""
+"""Alertmanager config: routes by severity, grouping, inhibition, local webhook + examples.
+
+Pages (critical) and tickets (warning) go to different receivers; the Watchdog goes to its own,
+repeated every `watchdog_repeat_interval` so a dead man's switch outside notices when it stops.
+Every inhibit rule has an `equal` list, so an alert only ever hides alerts about the same thing.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from bookgen.slo.spec import Spec
 from bookgen.slo.yamlio import dump_yaml
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
-RECEIVERS = {"critical": "critical", "warning": "warning", "info": "watchdog"}
+RECEIVERS = {"critical": "page", "warning": "ticket", "info": "watchdog"}
+DEFAULT_RECEIVER = "default"
 EXAMPLE_RECEIVERS = ("email-example", "pagerduty-example", "slack-example")
 
 
@@ -70,35 +76,49 @@ def render(
         "group_interval": names.format_duration(p.group_interval),
         "repeat_interval": names.format_duration(p.repeat_interval),
     }
-    down = sorted({a.name for a in alerts(spec) if a.key in ("target_down", "target_absent")})
+    heartbeat = names.format_duration(p.watchdog_repeat_interval)
+    down = sorted({a.name for a in alerts(spec) if a.key == "target_down"})
+    on_slo = f'{names.SLO_LABEL}=~".+"'
     return {
         "route": {
-            "receiver": "default",
-            "group_by": ["alertname", names.SLO_LABEL, "severity"],
+            "receiver": DEFAULT_RECEIVER,
+            "group_by": ["alertname", names.SERVICE_LABEL, names.SLO_LABEL, "severity"],
             **timing,
             "routes": [
                 {
                     "receiver": RECEIVERS["info"],
                     "matchers": [f'alertname="{names.WATCHDOG}"'],
+                    "group_wait": "0s",
+                    "group_interval": heartbeat,
+                    "repeat_interval": heartbeat,
                 },
                 {"receiver": RECEIVERS["critical"], "matchers": ['severity="critical"']},
                 {"receiver": RECEIVERS["warning"], "matchers": ['severity="warning"']},
             ],
         },
         "inhibit_rules": [
+            # A page hides the ticket of the same alert (burn rates, missing workers).
             {
                 "source_matchers": ['severity="critical"'],
                 "target_matchers": ['severity="warning"'],
-                "equal": ["alertname", names.SLO_LABEL],
+                "equal": ["alertname", names.SERVICE_LABEL, names.SLO_LABEL],
             },
+            # An SLO's page hides every ticket on the same SLI (the threshold error ratios).
+            {
+                "source_matchers": ['severity="critical"', on_slo],
+                "target_matchers": ['severity="warning"', on_slo],
+                "equal": [names.SERVICE_LABEL, names.SLO_LABEL],
+            },
+            # A target that cannot be scraped hides only the alerts read from that target.
             {
                 "source_matchers": [f'alertname=~"{"|".join(down)}"'],
                 "target_matchers": [f'alertname!~"{"|".join([*down, names.WATCHDOG])}"'],
+                "equal": ["job", "instance"],
             },
         ],
         "receivers": [
             {"name": name, **_webhook(webhook_url)}
-            for name in ("default", *sorted(set(RECEIVERS.values())))
+            for name in (DEFAULT_RECEIVER, *sorted(set(RECEIVERS.values())))
         ]
         + _examples(),
     }
@@ -119,5 +139,5 @@ def route_cases(spec: Spec) -> list[tuple[dict[str, str], str]]:
         else ({"alertname": a.name, "severity": a.severity}, RECEIVERS[a.severity])
         for a in alerts(spec)
     ]
-    cases.append(({"alertname": "SomethingElse", "severity": "none"}, "default"))
+    cases.append(({"alertname": "SomethingElse", "severity": "none"}, DEFAULT_RECEIVER))
     return cases

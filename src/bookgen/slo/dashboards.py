@@ -170,7 +170,9 @@ def _overview(spec: Spec) -> dashboard.Dashboard:
     done = Query(names.service_rule("jobs_completed", "increase1h"), "books / 1h")
     book = Query(names.service_rule("job_duration_seconds", f"p{bq}_1h"), f"p{bq}")
     oldest = Query(names.service_rule("job_oldest_running_age_seconds", "max"), "oldest running")
-    rejected = Query(names.service_rule("jobs_rejected", "increase5m"), "refused / 5m")
+    rejected = Query(
+        names.service_rule("jobs_rejected_queue_full", "increase5m"), "refused, queue full / 5m"
+    )
     llm_err = Query(f'{names.sli_error_rule("5m")}{{slo="{t.llm_errors.slo}"}}', "LLM errors")
     layout = Layout()
     d = _base(spec, "bookgen-overview")
@@ -198,7 +200,7 @@ def _overview(spec: Spec) -> dashboard.Dashboard:
             rejected,
             "short",
             Limit(1),
-            f"queue full or rate limited; {t.concurrent_users.min_users} users must be served",
+            f"queue full; {t.concurrent_users.min_users} users must be served",
         ),
         ("LLM error ratio", llm_err, "percentunit", Limit(llm.error_budget), llm.description),
     ]
@@ -273,10 +275,16 @@ def _service(spec: Spec) -> dashboard.Dashboard:
             None,
         ),
         (
-            "Error ratios (5m)",
-            [Query(f'{names.sli_error_rule("5m")}{{slo=~"availability|error_rate"}}', "{{slo}}")],
+            "5xx ratio vs budget (5m)",
+            [Query(f'{names.sli_error_rule("5m")}{{slo="{spec.targets.error_rate.slo}"}}', "5xx")],
             "percentunit",
             Limit(spec.slo(spec.targets.error_rate.slo).error_budget),
+        ),
+        (
+            "Throttled (429) ratio: rate limits and a full queue, never an error",
+            [Query(rules.throttled_rule(spec), "429")],
+            "percentunit",
+            None,
         ),
         (
             "Duration p50 / p95 / p99",
@@ -382,6 +390,12 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
             ],
             "short",
             None,
+        ),
+        (
+            "Oldest book waiting to start vs limit",
+            [Query(rules.OLDEST_QUEUED_JOB, "oldest waiting")],
+            "s",
+            Limit(t.book_wait.max_wait),
         ),
         (
             "Refused submissions by reason (5m)",

@@ -16,6 +16,11 @@ def _rules_test(spec: Spec, profile: str) -> str:
     return dump_yaml(rule_tests.render(spec, profile, f"../{rules_file}"))
 
 
+def _burn_edge_test(spec: Spec, profile: str) -> str:
+    rules_file = Path(names.RULES_FILES[profile]).name
+    return dump_yaml(rule_tests.render_burn_edges(spec, profile, f"../{rules_file}"))
+
+
 def _route_tests(spec: Spec) -> str:
     cases = [{"labels": labels, "receiver": rx} for labels, rx in alertmanager.route_cases(spec)]
     return dump_json({"cases": cases})
@@ -27,6 +32,7 @@ def render_all(spec: Spec) -> dict[str, str]:
     for profile in names.PROFILES:
         files[names.RULES_FILES[profile]] = rules.render_text(spec, profile)
         files[names.RULE_TESTS_FILES[profile]] = _rules_test(spec, profile)
+        files[names.BURN_EDGE_TESTS_FILES[profile]] = _burn_edge_test(spec, profile)
         files[names.ALERTMANAGER_FILES[profile]] = alertmanager.render_text(
             spec, names.DEFAULT_WEBHOOK_URL, profile
         )

@@ -15,8 +15,18 @@ from typing import Any
 
 from bookgen.instrumentation.catalogue import BY_NAME, SECTION_TASK_OUTCOMES
 from bookgen.slo import conventions as names
-from bookgen.slo.rules import WORKER_LOAD, WORKERS_UP, Alert, alert_annotations, alerts
-from bookgen.slo.spec import RatioSLO, Spec
+from bookgen.slo.rules import (
+    WORKER_LOAD,
+    WORKERS_UP,
+    Alert,
+    alert_annotations,
+    alert_static_labels,
+    alerts,
+    slo_labels,
+    throttled_rule,
+)
+from bookgen.slo.rules import render as render_rules
+from bookgen.slo.spec import BurnRate, RatioSLO, Spec
 
 Series = dict[str, str]  # series selector -> promtool values expression
 LONG = 130  # ticks of data in every scenario (2 h 10 min in the default profile)
@@ -203,6 +213,10 @@ class World:
         if errors:  # as in a real exposition: an error series appears with the first error
             self.set("bookgen_http_requests_total", {**sel, "status": status}, _ramp(errors))
 
+    def books(self, completed: float, failed: float) -> None:
+        self.set("bookgen_jobs_finished_total", {"outcome": "completed"}, _ramp(completed))
+        self.set("bookgen_jobs_finished_total", {"outcome": "failed"}, _ramp(failed))
+
     def latency(self, fast: float, slow: float, slow_bound: float) -> None:
         buckets = BY_NAME["bookgen_http_request_duration_seconds"].buckets
         counts = {buckets.index(0.05): fast}
@@ -244,9 +258,12 @@ class World:
         self.llm(ok=50 * busy, errors=0)
         for reason in ("queue_full", "rate_limited", "invalid"):
             self.set("bookgen_jobs_rejected_total", {"reason": reason}, _flat(0))
-        self.set("bookgen_jobs_finished_total", {"outcome": "completed"}, _ramp(0.05 * busy))
+        self.books(completed=0.05 * busy, failed=0)
         self.book_durations(0.05 * busy, self.book_bucket(above=False))
         self.set("bookgen_jobs_queued", {}, _flat(0))
+        self.set(
+            self.spec.targets.book_wait.oldest_queued.metric, {}, _flat(self.book_wait / 4 * busy)
+        )
         self.set("bookgen_job_queue_capacity", {}, _flat(200))
         self.set("bookgen_job_oldest_running_age_seconds", {}, _flat(self.book_max / 4 * busy))
         self.set("bookgen_process_resident_memory_bytes", {}, _flat(100 * 2**20))
@@ -289,6 +306,10 @@ class World:
         return float(self.tick_s * self.spec.workers.backlog.max_wait / 60)
 
     @property
+    def book_wait(self) -> float:
+        return float(self.tick_s * self.spec.targets.book_wait.max_wait / 60)
+
+    @property
     def book_max(self) -> float:
         return float(self.tick_s * self.spec.targets.book_time.max_seconds / 60)
 
@@ -317,6 +338,8 @@ def _bad_ratio(world: World, slo: RatioSLO, ratio: float) -> None:
         world.latency(fast=ok, slow=bad, slow_bound=0.3)
     elif slo.errors is not None and slo.errors.metric.startswith("gen_ai"):
         world.llm(ok=ok, errors=bad)
+    elif slo.errors is not None and slo.errors.metric == "bookgen_jobs_finished_total":
+        world.books(completed=ok / 100, failed=bad / 100)
     else:
         world.requests(ok=ok, errors=bad)
 
@@ -330,7 +353,10 @@ def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
         ratio = 0.9 if alert.severity == "critical" else 2 * slo.error_budget
         _bad_ratio(world, slo, ratio)
         ticks = 10 if alert.severity == "critical" else 30
-        return Firing(ticks, ratio, {names.SLO_LABEL: slo_name})
+        # No `for`: a burn fast enough to page passes the ticket's thresholds too (Alertmanager
+        # inhibits the ticket); a ticket-sized burn stays under the page's.
+        others = ((f"burn_{slo_name}_warning", ratio),) if alert.severity == "critical" else ()
+        return Firing(ticks, ratio, {names.SLO_LABEL: slo_name}, others=others)
     if alert.key == "api_latency":
         world.latency(fast=0, slow=100, slow_bound=0.5)
         return Firing(10, 0.3 + 0.2 * t.api_latency.quantile, {})
@@ -360,9 +386,13 @@ def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
     if alert.key == "job_stuck":
         world.set(t.book_time.oldest_running.metric, {}, _ramp(world.tick_s))
         return Firing(40, 40 * world.tick_s, w)
-    if alert.key == "rejections":
+    if alert.key == "book_wait":
+        world.set(t.book_wait.oldest_queued.metric, {}, _ramp(world.tick_s))
+        ticks = round(world.book_wait / world.tick_s) + 4
+        return Firing(ticks, ticks * world.tick_s, {})
+    if alert.key == "queue_full":
         world.set("bookgen_jobs_rejected_total", {"reason": "queue_full"}, _ramp(1))
-        world.set("bookgen_jobs_queued", {}, _flat(10))
+        world.set("bookgen_jobs_queued", {}, _flat(200))
         return Firing(10, 5, {})
     if alert.key == "target_down":
         world.set("up", {}, _flat(0))
@@ -453,11 +483,30 @@ def _near_misses(spec: Spec) -> list[NearMiss]:
     def latency(w: World) -> None:
         w.latency(fast=0, slow=100, slow_bound=lat.bound)  # every request just within the bound
 
+    def few_slow(w: World) -> None:
+        # Every request slow, one fewer per window than the floor asks for.
+        w.latency(
+            fast=0,
+            slow=_per_tick_below(t.api_latency.min_events, t.api_latency.window),
+            slow_bound=0.5,
+        )
+
     def errors(w: World) -> None:
         w.requests(ok=100 * (1 - err_budget / 2), errors=100 * err_budget / 2)
 
+    def few_errors(w: World) -> None:
+        per_tick = _per_tick_below(t.error_rate.min_events, t.error_rate.window)
+        w.requests(ok=per_tick / 2, errors=per_tick / 2)
+
     def llm(w: World) -> None:
         w.llm(ok=100 * (1 - llm_budget / 2), errors=100 * llm_budget / 2, cancelled=100)
+
+    def few_llm(w: World) -> None:
+        per_tick = _per_tick_below(t.llm_errors.min_events, t.llm_errors.window)
+        w.llm(ok=per_tick / 2, errors=per_tick / 2)
+
+    def book_waiting(w: World) -> None:
+        w.set(t.book_wait.oldest_queued.metric, {}, _flat(w.book_wait * 0.9))
 
     def memory(w: World) -> None:
         w.set(rss, {}, _flat(t.memory.max_bytes * 0.95))
@@ -467,6 +516,10 @@ def _near_misses(spec: Spec) -> list[NearMiss]:
 
     def book(w: World) -> None:
         w.book_durations(0.1, w.book_bucket(above=False))
+
+    def one_slow_book(w: World) -> None:
+        per_tick = _per_tick_below(t.book_time.min_events, t.book_time.window)
+        w.book_durations(per_tick, w.book_bucket(above=True))
 
     def stuck(w: World) -> None:
         w.set(t.book_time.oldest_running.metric, {}, _flat(w.book_max * 0.9))
@@ -495,11 +548,16 @@ def _near_misses(spec: Spec) -> list[NearMiss]:
     tier = ("workers_missing", "section_backlog", "section_failures", "broker_down", "store_down")
     return [
         (("api_latency",), "every request just within the latency bound", 10, latency),
+        (("api_latency",), "every request slow, below the request floor", 10, few_slow),
         (("error_rate",), "errors at half the budget", 10, errors),
+        (("error_rate",), "half the requests fail, below the request floor", 10, few_errors),
         (("llm_errors",), "LLM errors at half the budget, many calls cancelled", 10, llm),
+        (("llm_errors",), "half the LLM calls fail, below the call floor", 10, few_llm),
+        (("book_wait",), "the oldest book waiting for 90% of the limit", 10, book_waiting),
         (("memory",), "RSS at 95% of the limit", 10, memory),
         (("memory_leak",), "RSS growing slowly", 90, slow_growth),
         (("book_time",), "books just within the time limit", 90, book),
+        (("book_time",), "slow books, fewer than the floor in the window", 90, one_slow_book),
         (("job_stuck",), "a job at 90% of the time limit", 40, stuck),
         (tier, "in-process jobs, no worker tier at all", 30, in_process),
         (("workers_missing",), "a worker replaced by a new process", 13, replaced),
@@ -509,8 +567,13 @@ def _near_misses(spec: Spec) -> list[NearMiss]:
     ]
 
 
+def _per_tick_below(floor: int, window_s: float) -> float:
+    """Events per tick that put one event fewer than `floor` in a window of `window_s`."""
+    return (floor - 1) / (window_s / 60)
+
+
 def _exp_alert(spec: Spec, alert: Alert, firing: Firing) -> dict[str, Any]:
-    labels = {**firing.labels, "severity": alert.severity}
+    labels = {**firing.labels, **alert_static_labels(spec, alert)}
     rendered = {
         key: render_template(text, firing.value, labels)
         for key, text in alert_annotations(spec, alert).items()
@@ -542,22 +605,62 @@ def _silent(all_alerts: list[Alert], spec: Spec, world: World, ticks: int) -> li
     return asserts
 
 
+def _identity(spec: Spec, record: str, slo: str, window: float) -> str:
+    labels = slo_labels(spec, slo, names.window_suffix(int(window)))
+    return _sel(record, dict(sorted(labels.items())))
+
+
 def _healthy_slis(spec: Spec, world: World) -> list[dict[str, Any]]:
-    """Without errors every SLI is 0 and every budget whole: error series need not exist."""
-    first = names.window_suffix(spec.windows[0])
+    """Without errors every SLI is 0 and every budget whole: error series need not exist. Every
+    SLO series carries its identity labels: service, slo and window."""
+    first = spec.windows[0]
     checks = []
-    for record, value in ((names.sli_error_rule(first), 0), (names.BUDGET_REMAINING_RULE, 1)):
+    for record, window, value in (
+        (names.sli_error_rule(names.window_suffix(first)), first, 0),
+        (names.sli_error_rule(names.window_suffix(spec.period)), spec.period, 0),
+        (names.BUDGET_REMAINING_RULE, spec.period, 1),
+    ):
         for slo in sorted(spec.slos):
             checks.append(
                 {
                     "expr": f'{record}{{{names.SLO_LABEL}="{slo}"}}',
                     "eval_time": _duration(120, world),
                     "exp_samples": [
-                        {"labels": f'{record}{{{names.SLO_LABEL}="{slo}"}}', "value": value}
+                        {"labels": _identity(spec, record, slo, window), "value": value}
                     ],
                 }
             )
     return checks
+
+
+def _idle_slis(spec: Spec, world: World) -> list[dict[str, Any]]:
+    """No traffic records no SLI sample at all (a NaN would poison the period average)."""
+    first = names.sli_error_rule(names.window_suffix(spec.windows[0]))
+    period = names.sli_error_rule(names.window_suffix(spec.period))
+    return [
+        {"expr": f"{record}", "eval_time": _duration(120, world), "exp_samples": []}
+        for record in (first, period, names.BUDGET_REMAINING_RULE)
+    ]
+
+
+def _period_after_idle(spec: Spec, world: World) -> list[dict[str, Any]]:
+    """A quarter of the requests fail for an hour, then nothing comes for an hour: the period
+    SLI stays the mean of the samples that had traffic, not NaN."""
+    slo = next(name for name, s in sorted(spec.slos.items()) if s.errors is not None)
+    world.requests(ok=0, errors=0)
+    sel = {"method": "GET", "route": "/api/v1/status"}
+    world.set("bookgen_http_requests_total", {**sel, "status": "200"}, f"0+75x60 4500x{LONG - 60}")
+    world.set("bookgen_http_requests_total", {**sel, "status": "500"}, f"0+25x60 1500x{LONG - 60}")
+    period = names.sli_error_rule(names.window_suffix(spec.period))
+    labels = _identity(spec, period, slo, spec.period).removeprefix(period)
+    return [
+        {
+            # Rounded: a mean of ratios of extrapolated rates, 0.25 give or take the last bit.
+            "expr": f'round({period}{{{names.SLO_LABEL}="{slo}"}}, 0.001)',
+            "eval_time": _duration(120, world),
+            "exp_samples": [{"labels": labels, "value": 0.25}],
+        }
+    ]
 
 
 def _firing(spec: Spec, alert: Alert, firing: Firing, world: World) -> list[dict[str, Any]]:
@@ -604,6 +707,174 @@ def _after_kill(world: World, firing: Firing) -> list[dict[str, Any]]:
     ]
 
 
+# --- burn-rate edges ----------------------------------------------------------------------------
+
+EDGE = 0.03  # how far above or below its factor a pair's edge case sits
+CLEAN = 0.9  # every other pair stays under this share of its own threshold
+HISTORY_WEIGHT = 4  # events per tick before the burn, relative to during it
+EVENTS = 100  # events per tick during the burn
+# Rules are evaluated every EDGE_STEP ticks in the edge tests (their own file): the windows still
+# read samples a tick apart, but days of history cost hundreds of evaluations, not thousands.
+EDGE_STEP = 30
+Segment = tuple[int, float, float]  # ticks, events per tick, error ratio
+
+
+def _counter(segments: list[Segment], part: Callable[[float, float], float]) -> str:
+    """promtool values of a counter that grows by part(events, ratio) per tick, segment by segment;
+    segment i adds its ticks' increments after the first sample at 0."""
+    values, last = [], 0.0
+    for i, (ticks, events, ratio) in enumerate(segments):
+        step = round(part(events, ratio), 6)
+        start = 0.0 if i == 0 else round(last + step, 6)
+        count = ticks if i == 0 else ticks - 1
+        values.append(f"{_go_value(start)}+{_go_value(step)}x{count}")
+        last = start + step * count
+    return " ".join(values)
+
+
+def _window_ratios(segments: list[Segment], window: int) -> tuple[float, float]:
+    """The error ratio over the last `window` ticks as Prometheus 2.x (range closed at its start)
+    and 3.x (open at its start) see it; the start never lies on a segment change."""
+    errors, events = [], []
+    for ticks, per_tick, ratio in segments:
+        errors += [per_tick * ratio] * ticks
+        events += [per_tick] * ticks
+    ratios = []
+    for increments in (window, window - 1):
+        e, n = sum(errors[-increments:]), sum(events[-increments:])
+        ratios.append(e / n)
+    return ratios[0], ratios[1]
+
+
+def _burn_world(spec: Spec, slo: RatioSLO, world: World, segments: list[Segment]) -> float:
+    """The SLO's event series over `segments`; returns the burn's exact error ratio."""
+    ok_step = round(EVENTS * (1 - segments[-1][2]), 6)
+    bad_step = round(EVENTS * segments[-1][2], 6)
+
+    def ok(events: float, ratio: float) -> float:
+        return events * (1 - ratio)
+
+    def bad(events: float, ratio: float) -> float:
+        return events * ratio
+
+    def every(events: float, ratio: float) -> float:
+        return events
+
+    if slo.latency is not None:
+        name = slo.latency.histogram
+        route = {"method": "GET", "route": "/api/v1/status"}
+        for bound in (*BY_NAME[name].buckets, math.inf):
+            # Good requests in the 0.05 s bucket, slow ones in the first bucket above the bound.
+            part = every if bound > slo.latency.bound else ok if bound >= 0.05 else None
+            values = _counter(segments, part) if part else _flat(0)
+            world.set(f"{name}_bucket", {**route, "le": names.le_string(bound)}, values)
+        world.set(f"{name}_count", route, _counter(segments, every))
+    elif slo.errors is not None and slo.errors.metric.startswith("gen_ai"):
+        labels = {
+            "gen_ai_operation_name": "chat",
+            "gen_ai_provider_name": "openrouter",
+            "gen_ai_request_model": "bookgen-sim",
+        }
+        metric = "gen_ai_client_operation_duration_seconds_count"
+        world.set(metric, labels, _counter(segments, ok))
+        world.set(metric, {**labels, "error_type": "server_error"}, _counter(segments, bad))
+    elif slo.errors is not None and slo.errors.metric == "bookgen_jobs_finished_total":
+        metric = "bookgen_jobs_finished_total"
+        world.set(metric, {"outcome": "completed"}, _counter(segments, ok))
+        world.set(metric, {"outcome": "failed"}, _counter(segments, bad))
+    else:
+        route = {"method": "GET", "route": "/api/v1/status"}
+        world.set("bookgen_http_requests_total", {**route, "status": "200"}, _counter(segments, ok))
+        world.set(
+            "bookgen_http_requests_total", {**route, "status": "500"}, _counter(segments, bad)
+        )
+    return bad_step / (ok_step + bad_step)
+
+
+def _edge_segments(spec: Spec, slo: RatioSLO, pair: BurnRate, ratio: float) -> list[Segment]:
+    """A burn at `ratio` covering the pair's long window (plus its short one as a margin), after
+    the least clean history (in hours, heavier traffic) that keeps every other pair silent."""
+    budget = slo.error_budget
+    burn = math.ceil((pair.long + pair.short) / 60 / EDGE_STEP) * EDGE_STEP
+    for hours in range(0, max(spec.windows) // 3600 + 1):
+        history = [(hours * 60, EVENTS * HISTORY_WEIGHT, 0.0)] if hours else []
+        segments = [*history, (burn, float(EVENTS), ratio)]
+        if all(
+            min(max(_window_ratios(segments, w // 60)) for w in (other.long, other.short))
+            < CLEAN * other.factor * budget
+            for other in spec.burn_rates
+            if other != pair
+        ):
+            return segments
+    raise ValueError(f"no history keeps the other pairs clean around {pair}")
+
+
+def _burn_edges(spec: Spec, tick_s: int) -> list[dict[str, Any]]:
+    """Per SLO and burn pair: just above its factor the pair's alert fires, just below it stays
+    silent, and every other pair's windows stay clean in both."""
+    profile = next(p for p in names.PROFILES if 60 // spec.profile(p).time_scale == tick_s)
+    by_key = {a.key: a for a in alerts(spec, profile)}
+    tests = []
+    for name, slo in sorted(spec.slos.items()):
+        for pair in spec.burn_rates:
+            for side, scale in (("above", 1 + EDGE), ("below", 1 - EDGE)):
+                world = World(spec, tick_s)
+                ratio = pair.factor * slo.error_budget * scale
+                segments = _edge_segments(spec, slo, pair, ratio)
+                exact = _burn_world(spec, slo, world, segments)
+                for window in (pair.long, pair.short):
+                    seen = _window_ratios(segments, window // 60)
+                    assert all(math.isclose(r, ratio) for r in seen), "a window outside the burn"
+                end = sum(ticks for ticks, _, _ in segments)
+                alert = by_key[f"burn_{name}_{pair.severity}"]
+                exp = []
+                if side == "above":
+                    firing = Firing(end, exact, {names.SLO_LABEL: name})
+                    exp = [_exp_alert(spec, alert, firing)]
+                    # The expectation holds wherever Prometheus's float lands.
+                    for nudge in (1 - 1e-9, 1 + 1e-9):
+                        again = _exp_alert(spec, alert, Firing(end, exact * nudge, firing.labels))
+                        assert again == exp[0], "an expected value on a rounding edge"
+                how = f"{_num(pair.factor)}x over {names.format_duration(pair.long)} and " + (
+                    names.format_duration(pair.short)
+                )
+                title = (
+                    f"{alert.name}: {name} errors {side} {how} ({_num(round(scale, 4))}x), "
+                    f"other pairs clean: {'fires' if exp else 'silent'}"
+                )
+                tests.append(
+                    _test(
+                        title,
+                        world,
+                        [
+                            {
+                                "eval_time": _duration(end, world),
+                                "alertname": alert.name,
+                                "exp_alerts": exp,
+                            }
+                        ],
+                    )
+                )
+    return tests
+
+
+def _num(value: float) -> str:
+    return repr(float(value)).removesuffix(".0") if float(value).is_integer() else repr(value)
+
+
+def render_burn_edges(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
+    """A promtool test file of the burn-rate edge cases for the rules file of a profile."""
+    tick_s = 60 // spec.profile(profile).time_scale
+    return {
+        "rule_files": [rules_file],
+        "evaluation_interval": names.format_duration(tick_s * EDGE_STEP),
+        # Records first: with steps longer than the lookback, an alert evaluated before them
+        # would read nothing (promtool orders groups by name unless told).
+        "group_eval_order": [g["name"] for g in render_rules(spec, profile)["groups"]],
+        "tests": _burn_edges(spec, tick_s),
+    }
+
+
 def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
     """A promtool test file for the rules file of a profile (path relative to the test file)."""
     scale = spec.profile(profile).time_scale
@@ -636,16 +907,36 @@ def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
             _silent([a for a in everything if a.key == "throughput"], spec, busy, 120),
         )
     )
-    full = world()
-    full.set("bookgen_jobs_rejected_total", {"reason": "queue_full"}, _ramp(1))
-    full.set("bookgen_jobs_queued", {}, _flat(200))
+    idle = world(True)
+    tests[1]["promql_expr_test"] = _idle_slis(spec, idle)
+    after = world()
+    checks = _period_after_idle(spec, after)
     tests.append(
         _test(
-            "rejections with the queue at capacity: rejections alert silent",
-            full,
-            _silent([a for a in everything if a.key == "rejections"], spec, full, 10),
+            "an idle hour after an hour of traffic: the period SLI is the mean, not NaN", after, []
         )
     )
+    tests[-1]["promql_expr_test"] = checks
+    abusive = world()
+    abusive.requests(ok=100, errors=400, status="429")
+    abusive.set("bookgen_jobs_rejected_total", {"reason": "rate_limited"}, _ramp(50))
+    tests.append(
+        _test(
+            "one client far over its rate limit (4 in 5 requests answered 429): only Watchdog "
+            "fires",
+            abusive,
+            _silent(everything, spec, abusive, 10) + _silent(everything, spec, abusive, 120),
+        )
+    )
+    # Rounded: the ratio of two extrapolated rates is 0.8 give or take the last bit.
+    throttled = f"round({throttled_rule(spec)}, 0.001)"
+    tests[-1]["promql_expr_test"] = [
+        {
+            "expr": throttled,
+            "eval_time": _duration(120, abusive),
+            "exp_samples": [{"labels": "{}", "value": 0.8}],
+        }
+    ]
     for keys, title, ticks, change in _near_misses(spec):
         w = world()
         change(w)

@@ -59,42 +59,71 @@ def _num(value: float) -> str:
 
 
 def _sli_error_expr(slo: RatioSLO, window: str) -> str:
+    # A window without events has no SLI sample rather than NaN: a NaN would poison the period
+    # average (sum_over_time) for the whole period, and an empty SLI alerts no more than NaN does.
     if slo.latency is not None:
         count = slo.latency.count().promql()
         good = slo.latency.bucket().promql(f'le="{slo.latency.le}"')
         return (
             f"(sum(rate({count}[{window}])) - sum(rate({good}[{window}])))"
-            f"\n/\nsum(rate({count}[{window}]))"
+            f"\n/\n(sum(rate({count}[{window}])) > 0)"
         )
     assert slo.errors is not None and slo.total is not None
     # Error series appear with the first error: without `or vector(0)` a healthy SLI is empty.
     return (
         f"(sum(rate({slo.errors.promql()}[{window}])) or vector(0))\n/\n"
-        f"sum(rate({slo.total.promql()}[{window}]))"
+        f"(sum(rate({slo.total.promql()}[{window}])) > 0)"
     )
+
+
+def slo_labels(spec: Spec, slo: str, window: str) -> dict[str, str]:
+    """Identity labels of an SLO series: service, SLO and window (as named, never scaled)."""
+    return {names.SERVICE_LABEL: spec.service, names.SLO_LABEL: slo, names.WINDOW_LABEL: window}
+
+
+def slo_selector(spec: Spec, slo: str) -> str:
+    return f'{{{names.SERVICE_LABEL}="{spec.service}",{names.SLO_LABEL}="{slo}"}}'
+
+
+def _period_sli_expr(spec: Spec, slo: str, period: str) -> str:
+    """Sloth's period SLI: the mean of the base-window SLI samples over the period. It reads one
+    recorded series instead of every raw series of the period, at the cost of weighting each
+    base window alike whatever its traffic."""
+    base = names.sli_error_rule(names.window_suffix(spec.windows[0])) + slo_selector(spec, slo)
+    return f"sum_over_time({base}[{period}])\n/\ncount_over_time({base}[{period}])"
 
 
 def _sli_rules(ctx: Context) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     spec = ctx.spec
     for name, slo in sorted(spec.slos.items()):
-        for window in (*spec.windows, spec.period):
+        for window in spec.windows:
             rules.append(
                 {
                     "record": names.sli_error_rule(ctx.label(window)),
                     "expr": _sli_error_expr(slo, ctx.w(window)),
-                    "labels": {names.SLO_LABEL: name},
+                    "labels": slo_labels(spec, name, ctx.label(window)),
                 }
             )
+        # In the same group, after the base window: rules of a group run in order.
+        rules.append(
+            {
+                "record": names.sli_error_rule(ctx.label(spec.period)),
+                "expr": _period_sli_expr(spec, name, ctx.w(spec.period)),
+                "labels": slo_labels(spec, name, ctx.label(spec.period)),
+            }
+        )
     return rules
 
 
 def _metadata_rules(ctx: Context) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
-    period = names.sli_error_rule(ctx.label(ctx.spec.period))
-    for name, slo in sorted(ctx.spec.slos.items()):
-        labels = {names.SLO_LABEL: name}
-        sel = f'{{{names.SLO_LABEL}="{name}"}}'
+    spec = ctx.spec
+    period = names.sli_error_rule(ctx.label(spec.period))
+    on = f"on({names.SERVICE_LABEL}, {names.SLO_LABEL})"
+    for name, slo in sorted(spec.slos.items()):
+        labels = slo_labels(spec, name, ctx.label(spec.period))
+        sel = slo_selector(spec, name)
         rules += [
             {
                 "record": names.OBJECTIVE_RULE,
@@ -108,7 +137,7 @@ def _metadata_rules(ctx: Context) -> list[dict[str, Any]]:
             },
             {
                 "record": names.BUDGET_REMAINING_RULE,
-                "expr": f"1 - {period}{sel} / on({names.SLO_LABEL}) {names.ERROR_BUDGET_RULE}{sel}",
+                "expr": f"1 - {period}{sel} / {on} {names.ERROR_BUDGET_RULE}{sel}",
                 "labels": labels,
             },
         ]
@@ -122,10 +151,16 @@ def _service_rules(ctx: Context) -> list[dict[str, Any]]:
     lat_w, book_w = t.api_latency.window, t.book_time.window
     total = ctx.spec.slo(t.error_rate.slo).total
     assert total is not None
+    thr = t.throttling
     return [
         {
             "record": names.service_rule("http_requests", f"rate{ctx.label(lat_w)}"),
             "expr": f"sum(rate({total.promql()}[{ctx.w(lat_w)}]))",
+        },
+        {
+            "record": throttled_rule(ctx.spec),
+            "expr": f"(sum(rate({thr.throttled.promql()}[{ctx.w(thr.window)}])) or vector(0))"
+            f"\n/\n(sum(rate({total.promql()}[{ctx.w(thr.window)}])) > 0)",
         },
         {
             "record": names.service_rule(
@@ -159,8 +194,12 @@ def _service_rules(ctx: Context) -> list[dict[str, Any]]:
             "expr": f"max({t.book_time.oldest_running.promql()})",
         },
         {
+            "record": OLDEST_QUEUED_JOB,
+            "expr": f"max({t.book_wait.oldest_queued.promql()})",
+        },
+        {
             "record": names.service_rule(
-                "jobs_rejected", f"increase{ctx.label(t.concurrent_users.window)}"
+                "jobs_rejected_queue_full", f"increase{ctx.label(t.concurrent_users.window)}"
             ),
             "expr": f"sum(increase({t.concurrent_users.rejected.promql()}"
             f"[{ctx.w(t.concurrent_users.window)}]))",
@@ -168,6 +207,13 @@ def _service_rules(ctx: Context) -> list[dict[str, Any]]:
     ]
 
 
+def throttled_rule(spec: Spec) -> str:
+    """The recorded share of requests answered 429."""
+    window = names.window_suffix(spec.targets.throttling.window)
+    return names.service_rule("http_requests_throttled", f"ratio_rate{window}")
+
+
+OLDEST_QUEUED_JOB = names.service_rule("job_oldest_queued_age_seconds", "max")
 WORKERS_UP = names.service_rule("workers_up", "count")
 WORKERS_EXPECTED = names.service_rule("workers_expected", "max")
 SECTIONS = names.service_rule("sections", "max")
@@ -204,23 +250,35 @@ def recorded_names(spec: Spec) -> set[str]:
 # --- alerts ------------------------------------------------------------------------------------
 
 
+def burn_clause(spec: Spec, slo: str, long: str, short: str, limit: str) -> str:
+    """Both windows of a pair above `limit`; the value is the long window's ratio."""
+    sel = slo_selector(spec, slo)
+    window = names.WINDOW_LABEL
+    return (
+        f"(\n  max without ({window}) ({names.sli_error_rule(long)}{sel} > {limit})\n"
+        f"  and\n  max without ({window}) ({names.sli_error_rule(short)}{sel} > {limit})\n)"
+    )
+
+
 def _burn_rate_alerts(ctx: Context) -> list[Alert]:
     spec = ctx.spec
     alerts = []
     for name, slo in sorted(spec.slos.items()):
         budget = slo.error_budget
-        sel = f'{{{names.SLO_LABEL}="{name}"}}'
         for severity in ("critical", "warning"):
             pairs = [p for p in spec.burn_rates if p.severity == severity]
             if not pairs:
                 continue
-            clauses = []
-            for p in pairs:
-                limit = f"({_num(p.factor)} * {_num(budget)})"
-                clauses.append(
-                    f"(\n  {names.sli_error_rule(ctx.label(p.long))}{sel} > {limit}\n"
-                    f"  and\n  {names.sli_error_rule(ctx.label(p.short))}{sel} > {limit}\n)"
+            clauses = [
+                burn_clause(
+                    spec,
+                    name,
+                    ctx.label(p.long),
+                    ctx.label(p.short),
+                    f"({_num(p.factor)} * {_num(budget)})",
                 )
+                for p in pairs
+            ]
             how = " or ".join(
                 f"{_num(p.factor)}x over {ctx.w(p.long)} and {ctx.w(p.short)}" for p in pairs
             )
@@ -231,7 +289,9 @@ def _burn_rate_alerts(ctx: Context) -> list[Alert]:
                     name=names.budget_burn_alert(name),
                     severity=severity,
                     expr="\nor\n".join(clauses),
-                    for_s=ctx.s(spec.burn_rate_for[severity]),
+                    # The short window resets the alert soon after a burn stops; `for` would
+                    # only delay the page.
+                    for_s=0,
                     summary=f"{slo.title}: error budget burning fast enough to {action}.",
                     description=(
                         f"{slo.title}: {{{{ $value | humanizePercentage }}}} of {slo.description} "
@@ -245,6 +305,10 @@ def _burn_rate_alerts(ctx: Context) -> list[Alert]:
     return alerts
 
 
+def _floor(selector: str, window: str, events: int) -> str:
+    return f"sum(increase({selector}[{window}])) >= {events}"
+
+
 def _pct(ratio: float) -> str:
     return f"{_num(round(ratio * 100, 6))}%"
 
@@ -256,11 +320,13 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
     q = round(t.api_latency.quantile * 100)
     err = spec.slo(t.error_rate.slo)
     llm = spec.slo(t.llm_errors.slo)
+    assert err.total is not None and llm.total is not None
     mem = t.memory
     worker = spec.scrape.worker_label
     book_max = ctx.s(t.book_time.max_seconds)
     bq = round(t.book_time.quantile * 100)
     users = t.concurrent_users
+    wait = ctx.s(t.book_wait.max_wait)
     sli = names.sli_error_rule
     jobs = f'job=~"{spec.scrape.api_job}|{spec.scrape.llm_job}"'
     who = f"{{{{ $labels.{worker} }}}} ({{{{ $labels.instance }}}})"
@@ -270,18 +336,21 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
     book_rule = names.service_rule("job_duration_seconds", f"p{bq}_{ctx.label(t.book_time.window)}")
     completed = names.service_rule("jobs_completed", "increase1h")
     queued = names.service_rule("jobs_queued", "max")
-    rejected = names.service_rule("jobs_rejected", f"increase{ctx.label(users.window)}")
+    rejected = names.service_rule("jobs_rejected_queue_full", f"increase{ctx.label(users.window)}")
+    no_window = f"max without ({names.WINDOW_LABEL})"
     return [
         Alert(
             key="api_latency",
             name=names.alert_name("APILatencyHigh"),
             severity=t.api_latency.severity,
-            expr=f"{p95_rule} > {lat.le}",
+            expr=f"{p95_rule} > {lat.le}\nand on()\n"
+            + _floor(lat.count().promql(), ctx.w(t.api_latency.window), t.api_latency.min_events),
             for_s=ctx.s(t.api_latency.for_),
             summary=f"API p{q} latency is above the {_ms(lat.bound)} target.",
             description=f"API p{q} latency over {ctx.w(t.api_latency.window)} is "
             "{{ $value | humanizeDuration }}; "
-            f"the target is under {_ms(lat.bound)}.",
+            f"the target is under {_ms(lat.bound)} "
+            f"(checked from {t.api_latency.min_events} requests on).",
             dashboard="bookgen-service",
             window_s=ctx.s(t.api_latency.window),
         ),
@@ -289,13 +358,16 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="error_rate",
             name=names.alert_name("APIErrorRateHigh"),
             severity=t.error_rate.severity,
-            expr=f'{sli(ctx.label(t.error_rate.window))}{{{names.SLO_LABEL}="{t.error_rate.slo}"}}'
-            f" > {_num(err.error_budget)}",
+            expr=f"{no_window} ("
+            f"{sli(ctx.label(t.error_rate.window))}{slo_selector(spec, t.error_rate.slo)}"
+            f" > {_num(err.error_budget)})\nand on()\n"
+            + _floor(err.total.promql(), ctx.w(t.error_rate.window), t.error_rate.min_events),
             for_s=ctx.s(t.error_rate.for_),
             summary=f"API error ratio is above {_pct(err.error_budget)}.",
             description=f"API error ratio over {ctx.w(t.error_rate.window)} is "
             f"{{{{ $value | humanizePercentage }}}} ({err.description}); "
-            f"the target is under {_pct(err.error_budget)}.",
+            f"the target is under {_pct(err.error_budget)} "
+            f"(checked from {t.error_rate.min_events} requests on).",
             dashboard="bookgen-service",
             window_s=ctx.s(t.error_rate.window),
         ),
@@ -303,12 +375,15 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="llm_errors",
             name=names.alert_name("LLMErrorsHigh"),
             severity=t.llm_errors.severity,
-            expr=f'{sli(ctx.label(t.llm_errors.window))}{{{names.SLO_LABEL}="{t.llm_errors.slo}"}}'
-            f" > {_num(llm.error_budget)}",
+            expr=f"{no_window} ("
+            f"{sli(ctx.label(t.llm_errors.window))}{slo_selector(spec, t.llm_errors.slo)}"
+            f" > {_num(llm.error_budget)})\nand on()\n"
+            + _floor(llm.total.promql(), ctx.w(t.llm_errors.window), t.llm_errors.min_events),
             for_s=ctx.s(t.llm_errors.for_),
             summary=f"LLM provider error ratio is above {_pct(llm.error_budget)}.",
             description="{{ $value | humanizePercentage }} of LLM call attempts failed over "
-            f"{ctx.w(t.llm_errors.window)}; the objective allows {_pct(llm.error_budget)}.",
+            f"{ctx.w(t.llm_errors.window)}; the objective allows {_pct(llm.error_budget)} "
+            f"(checked from {t.llm_errors.min_events} calls on).",
             dashboard="bookgen-jobs-llm",
             window_s=ctx.s(t.llm_errors.window),
         ),
@@ -358,12 +433,16 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="book_time",
             name=names.alert_name("BookDurationHigh"),
             severity=t.book_time.severity,
-            expr=f"{book_rule} > {book_max}",
+            expr=f"{book_rule} > {book_max}\nand on()\n"
+            + _floor(
+                t.book_time.count().promql(), ctx.w(t.book_time.window), t.book_time.min_events
+            ),
             for_s=ctx.s(t.book_time.for_),
             summary=f"Books take longer than {names.format_duration(book_max)} (p{bq}).",
             description=f"p{bq} time from submission to a completed book over "
             f"{ctx.w(t.book_time.window)} is {{{{ $value | humanizeDuration }}}}; the target is "
-            f"under {names.format_duration(book_max)}.",
+            f"under {names.format_duration(book_max)} "
+            f"(checked from {t.book_time.min_events} books on).",
             dashboard="bookgen-jobs-llm",
             window_s=ctx.s(t.book_time.window),
         ),
@@ -381,17 +460,31 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             delay_s=book_max,
         ),
         Alert(
-            key="rejections",
-            name=names.alert_name("RejectionsUnderCapacity"),
+            key="book_wait",
+            name=names.alert_name("BookWaitingTooLong"),
+            severity=t.book_wait.severity,
+            # The raw gauge: its recording rule is in another group, possibly one evaluation behind.
+            expr=f"max({t.book_wait.oldest_queued.promql()}) > {wait}",
+            for_s=ctx.s(t.book_wait.for_),
+            summary=f"A book has waited more than {names.format_duration(wait)} to start.",
+            description="The oldest book not yet started was submitted "
+            "{{ $value | humanizeDuration }} ago; "
+            f"the limit is {names.format_duration(wait)} and a whole book should take under "
+            f"{names.format_duration(book_max)}.",
+            dashboard="bookgen-jobs-llm",
+            delay_s=wait,
+        ),
+        Alert(
+            key="queue_full",
+            name=names.alert_name("QueueFull"),
             severity=users.severity,
-            expr=f"{rejected} > 0\n"
-            f"and on()\nmax_over_time({queued}[{ctx.w(users.window)}])\n"
-            f"< on() {names.service_rule('job_queue_capacity', 'max')}",
+            # Counted by the service where it refuses: no race between a counter and a gauge.
+            expr=f"{rejected} > 0",
             for_s=ctx.s(users.for_),
-            summary="Submissions are refused while the queue has room.",
-            description='{{ printf "%.0f" $value }} submissions were refused '
-            f"(queue full or rate limited) in {ctx.w(users.window)} while the queue stayed below "
-            f"its capacity; at least {users.min_users} concurrent users must be served.",
+            summary="Submissions are refused because the job queue is full.",
+            description='{{ printf "%.0f" $value }} submissions were refused in '
+            f"{ctx.w(users.window)} because the queue was at its capacity; at least "
+            f"{users.min_users} concurrent users must be served.",
             dashboard="bookgen-jobs-llm",
             window_s=ctx.s(users.window),
         ),
@@ -553,9 +646,14 @@ def _alert_rule(spec: Spec, alert: Alert) -> dict[str, Any]:
     rule: dict[str, Any] = {"alert": alert.name, "expr": alert.expr}
     if alert.for_s:
         rule["for"] = names.format_duration(alert.for_s)
-    rule["labels"] = {**alert.labels, "severity": alert.severity}
+    # `service` on every alert, so a shared Alertmanager can route and inhibit by service.
+    rule["labels"] = {**alert.labels, **alert_static_labels(spec, alert)}
     rule["annotations"] = alert_annotations(spec, alert)
     return rule
+
+
+def alert_static_labels(spec: Spec, alert: Alert) -> dict[str, str]:
+    return {names.SERVICE_LABEL: spec.service, "severity": alert.severity}
 
 
 def alert_annotations(spec: Spec, alert: Alert) -> dict[str, str]:

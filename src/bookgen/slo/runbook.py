@@ -19,7 +19,8 @@ class Entry:
 _BURN = Entry(
     meaning="The SLO's error budget for the period is being spent faster than it can last: "
     "the error ratio is above factor x budget over both windows of a pair (SRE workbook "
-    "multiwindow, multi-burn-rate alerting). Critical pages, warning files a ticket.",
+    "multiwindow, multi-burn-rate alerting). Critical pages, warning files a ticket. There is no "
+    "`for`: the short window ends the alert soon after the burn stops.",
     causes=(
         "A deploy or configuration change that made requests fail or slow down.",
         "The LLM provider failing, throttling (429) or slowing down, so jobs and routes back up.",
@@ -48,16 +49,18 @@ ENTRIES: dict[str, Entry] = {
         ),
     ),
     "error_rate": Entry(
-        meaning="The share of API requests that failed "
-        "for the client is above the error-rate target.",
+        meaning="More API requests than the availability budget allows were answered with a 5xx "
+        "over the window (checked only with enough requests in it). A ticket: the availability "
+        "burn alerts page when the budget is at risk, and their page hides this ticket. "
+        "429s are not errors here (see the throttling ratio on the service dashboard).",
         causes=(
-            "5xx from a bug or an unavailable dependency (database, disk).",
-            "429 from the rate limiter or a full queue under normal demand.",
+            "A bug or an unavailable dependency (database, disk) on some routes.",
+            "A worker restarting in a loop.",
         ),
         steps=(
             "Service dashboard: requests by status and route show what fails.",
             "Read the worker logs around the start of the errors (they carry the trace id).",
-            "If 429s dominate, see BookGenRejectionsUnderCapacity.",
+            "If it persists, expect BookGenAvailabilityErrorBudgetBurn to follow.",
         ),
     ),
     "llm_errors": Entry(
@@ -137,17 +140,37 @@ ENTRIES: dict[str, Entry] = {
             "Check the LLM client timeout and the fault-injection settings.",
         ),
     ),
-    "rejections": Entry(
-        meaning="Submissions were refused (queue full or rate "
-        "limited) although the queue never reached its capacity.",
+    "queue_full": Entry(
+        meaning="The service refused submissions because its job queue was at capacity "
+        '(`bookgen_jobs_rejected_total{reason="queue_full"}`, counted where it refuses). '
+        "This is load shedding working as designed, so it files a ticket: the service needs "
+        "more capacity or the demand is abnormal. Per-client rate limiting (reason "
+        "`rate_limited`) never alerts: one client over its own limit is the limiter doing "
+        "its job.",
         causes=(
-            "The rate limit is too low for the number of concurrent users.",
-            "A capacity miscount: the queue figure and the admission check disagree.",
+            "Demand above what the job slots finish: too few workers or job slots.",
+            "Workers stalled or slow (see BookGenThroughputLow, BookGenBookWaitingTooLong).",
+            "A client submitting in a loop through many client ids.",
         ),
         steps=(
-            "Jobs & LLM dashboard: refused submissions by reason, queue vs capacity.",
-            "rate_limited: raise BOOKGEN_RATE_LIMIT or key it per client, not per proxy.",
-            "queue_full below capacity: compare the store's pending count with the gauge.",
+            "Jobs & LLM dashboard: refused submissions by reason, queue vs capacity, running.",
+            "If workers are healthy and busy, add workers or raise job concurrency.",
+            "If workers are idle or stalled, follow the throughput and stuck-job runbooks.",
+        ),
+    ),
+    "book_wait": Entry(
+        meaning="The oldest book not yet started was submitted longer ago than the limit: books "
+        "wait for a job slot and will miss the book-time target. With the worker tier a book "
+        "starts as section tasks, so BookGenSectionWaitingTooLong usually fires alongside.",
+        causes=(
+            "All job slots busy: demand above capacity.",
+            "Workers paused, stuck or not claiming jobs (leases not released, store locked).",
+        ),
+        steps=(
+            "Jobs & LLM dashboard: queued vs running, oldest waiting book, oldest running job.",
+            "Running at the slot count: add workers or job slots.",
+            "Running below the slot count while books wait: workers are not claiming; check "
+            "their logs and the store.",
         ),
     ),
     "target_down": Entry(
@@ -159,7 +182,8 @@ ENTRIES: dict[str, Entry] = {
         steps=(
             "`bookgen status` and the Prometheus targets page: which target, which error.",
             "Read the worker's last log lines; restart it.",
-            "Other alerts are inhibited while a target is down: re-check them afterwards.",
+            "Alerts read from this target (its memory, its running job) are inhibited while "
+            "it is down: re-check them afterwards. Alerts of other targets are not.",
         ),
     ),
     "target_absent": Entry(
@@ -289,6 +313,63 @@ def _slo_note(spec: Spec, alert: Alert) -> str:
     )
 
 
+def _severity_list(spec: Spec, severity: str) -> str:
+    found = sorted({a.name for a in alerts(spec) if a.severity == severity})
+    return ", ".join(f"`{name}`" for name in found)
+
+
+def _pairs(spec: Spec, severity: str) -> str:
+    fmt = names.format_duration
+    return " or ".join(
+        f"{p.factor:g}x over {fmt(p.long)} and {fmt(p.short)}"
+        for p in spec.burn_rates
+        if p.severity == severity
+    )
+
+
+def policy(spec: Spec) -> list[str]:
+    """The paging policy the alert set follows, at the head of the runbook."""
+    period = names.format_duration(spec.period)
+    retention = names.format_duration(spec.period + 5 * 86400)
+    return [
+        "## Paging policy",
+        "",
+        "- **Page (`critical`, receiver `page`)**: users are hurt now and the error budget says "
+        f"so — an SLO burning at {_pairs(spec, 'critical')} — or nothing can progress "
+        "and the SLIs cannot see it (no worker, broker or store down, a target down or absent, a "
+        "worker over its memory limit). Pages: " + _severity_list(spec, "critical") + ".",
+        f"- **Ticket (`warning`, receiver `ticket`)**: the budget burns slowly "
+        f"({_pairs(spec, 'warning')}) or a target is breached without users failing yet (latency, "
+        "5xx ratio, book time and waiting, throughput, a full queue, LLM errors, lost worker "
+        "capacity). Tickets: " + _severity_list(spec, "warning") + ".",
+        "- **Dashboards only**: per-client rate limiting (429 `rate_limited`) and the throttling "
+        "ratio, queue depth, worker load, LLM retries, cost. A client over its own limit is the "
+        "limiter working: it never alerts, and 429 is not an availability error.",
+        "- **One page per incident**: alerts group by alertname, service, SLO and severity; a "
+        "page hides the ticket of the same alert and every ticket on the same SLO; a target "
+        "that cannot be scraped hides only the alerts read from that target (`equal: [job, "
+        "instance]`); burn alerts have no `for`.",
+        "- **Every threshold alert that divides has a floor** of events in its window; the "
+        "`Watchdog` always fires and goes to its own receiver every "
+        f"{names.format_duration(spec.profile('default').watchdog_repeat_interval)}, for a dead "
+        "man's switch outside the cluster.",
+        "",
+        "## SLO arithmetic and retention",
+        "",
+        "Each SLO records `slo:sli_error:ratio_rate<window>` for "
+        f"{', '.join(names.format_duration(w) for w in spec.windows)} with the labels "
+        f"`service`, `slo` and `window`. The {period} SLI is the mean of the "
+        f"{names.format_duration(spec.windows[0])} SLI over the period (`sum_over_time / "
+        "count_over_time`, as Sloth does), so Prometheus must keep "
+        f"{period} of that series: run it with `--storage.tsdb.retention.time={retention}` or "
+        "more, on persistent storage. With less, the period SLI and "
+        "`slo:period_error_budget_remaining:ratio` cover only what is kept. A window without "
+        "events records no SLI sample (not NaN), so idle time neither burns nor poisons the "
+        "period average.",
+        "",
+    ]
+
+
 def render(spec: Spec) -> str:
     by_name: dict[str, list[Alert]] = {}
     for alert in alerts(spec):
@@ -302,6 +383,7 @@ def render(spec: Spec) -> str:
         "profile; the fast profile divides every time horizon by "
         f"{spec.profile('fast').time_scale} (see `alerts/fast-profile.json`).",
         "",
+        *policy(spec),
     ]
     for name in sorted(by_name):
         group = by_name[name]

@@ -190,6 +190,7 @@ class Profile(Strict):
     group_wait: Duration
     group_interval: Duration
     repeat_interval: Duration
+    watchdog_repeat_interval: Duration
 
 
 class Profiles(Strict):
@@ -223,12 +224,21 @@ class APILatencyTarget(Threshold):
     slo: str
     quantile: float = Field(gt=0, lt=1)
     window: Duration
+    min_events: int = Field(ge=1, description="requests in the window before it can alert")
 
 
 class RatioTarget(Threshold):
     """Alert when an SLO's error ratio over `window` exceeds its error budget."""
 
     slo: str
+    window: Duration
+    min_events: int = Field(ge=1, description="SLI events in the window before it can alert")
+
+
+class ThrottlingTarget(Strict):
+    """The share of requests answered 429: recorded and shown, never alerted on."""
+
+    throttled: Selector
     window: Duration
 
 
@@ -255,6 +265,7 @@ class BookTimeTarget(Threshold):
     max_seconds: float = Field(gt=0)
     quantile: float = Field(gt=0, lt=1)
     window: Duration
+    min_events: int = Field(ge=1, description="completed books in the window before it alerts")
     oldest_running: Selector
     oldest_for: Duration
 
@@ -268,13 +279,29 @@ class BookTimeTarget(Threshold):
     def bucket(self) -> Selector:
         return Selector.model_validate(f"{self.histogram}_bucket{{{','.join(self.matchers)}}}")
 
+    def count(self) -> Selector:
+        return Selector.model_validate(f"{self.histogram}_count{{{','.join(self.matchers)}}}")
+
+
+class BookWait(Threshold):
+    oldest_queued: Selector
+    max_wait: Duration = Field(gt=0)
+
 
 class UsersTarget(Threshold):
     min_users: int = Field(ge=1)
     rejected: Selector
-    queued: Selector
     capacity: Selector
     window: Duration
+
+    @model_validator(mode="after")
+    def _queue_full_only(self) -> UsersTarget:
+        # A client over its own rate limit is the limiter working: it must never count here.
+        if self.rejected.matchers != (("reason", "=", "queue_full"),):
+            raise ValueError(
+                f'rejected must select reason="queue_full" exactly, not {self.rejected.promql()}'
+            )
+        return self
 
 
 class TargetsDown(Threshold):
@@ -284,9 +311,11 @@ class TargetsDown(Threshold):
 class Targets(Strict):
     api_latency: APILatencyTarget
     error_rate: RatioTarget
+    throttling: ThrottlingTarget
     memory: MemoryTarget
     throughput: ThroughputTarget
     book_time: BookTimeTarget
+    book_wait: BookWait
     concurrent_users: UsersTarget
     llm_errors: RatioTarget
     target_down: TargetsDown
@@ -358,7 +387,6 @@ class Spec(Strict):
     links: Links
     windows: tuple[Duration, ...]
     burn_rates: tuple[BurnRate, ...]
-    burn_rate_for: dict[Literal["critical", "warning"], Duration]
     profiles: Profiles
     slos: dict[str, RatioSLO]
     targets: Targets
@@ -387,10 +415,7 @@ class Spec(Strict):
             for w in (pair.long, pair.short):
                 if w not in windows:
                     problems.append(f"burn-rate window {names.format_duration(w)} not in windows")
-        for severity in {pair.severity for pair in self.burn_rates}:
-            if severity not in self.burn_rate_for:
-                problems.append(f"burn_rate_for has no `for` for severity {severity}")
-        for key in ("api_latency", "error_rate", "llm_errors"):
+        for key in ("api_latency", "error_rate", "llm_errors", "throttling"):
             if getattr(self.targets, key).window not in windows:
                 problems.append(f"targets.{key}.window is not one of windows")
         if self.windows and max(self.windows) > self.period:

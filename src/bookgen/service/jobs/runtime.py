@@ -37,6 +37,8 @@ class RuntimeSnapshot:
     queue_capacity: int
     job_slots: int
     paused: bool
+    # Submission time of the oldest job not yet started (whole service).
+    oldest_queued_created_at: datetime | None = None
     # The worker tier's ledger (whole service); zeros when jobs run in-process.
     sections_queued: int = 0
     sections_running: int = 0
@@ -77,13 +79,14 @@ class JobRuntime:
         )
         self._running: dict[str, _Running] = {}
         self._queued = 0
+        self._oldest_queued: datetime | None = None
         self._poller: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_reclaim_scan = -math.inf
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        self._queued = await self.store.count_pending()
+        self._queued, self._oldest_queued = await self.store.pending()
         self._poller = asyncio.create_task(self._poll_loop(), name="bookgen-job-poller")
 
     async def stop(self) -> None:
@@ -139,6 +142,7 @@ class JobRuntime:
             queue_capacity=self.settings.max_queue,
             job_slots=self.settings.job_concurrency,
             paused=self.paused,
+            oldest_queued_created_at=self._oldest_queued if self._queued else None,
         )
 
     def estimate_seconds(self, chapters: int, total_words: int) -> float:
@@ -164,7 +168,7 @@ class JobRuntime:
             self._wake.clear()
 
     async def _tick(self) -> None:
-        self._queued = await self.store.count_pending()
+        self._queued, self._oldest_queued = await self.store.pending()
         # Claiming is a write: try it when work is queued, or now and then for lapsed leases.
         now = time.monotonic()
         if self._queued == 0 and now - self._last_reclaim_scan < self.settings.job_lease_s / 2:

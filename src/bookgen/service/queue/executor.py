@@ -28,6 +28,7 @@ class QueuedExecutor:
         self.tasks = SectionTasks(store)
         self._ledger = Ledger(0, 0, None)
         self._pending_jobs = 0
+        self._oldest_pending: datetime | None = None
         self._oldest_running: datetime | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -42,7 +43,7 @@ class QueuedExecutor:
 
     async def _refresh(self) -> None:
         self._ledger = await self.tasks.ledger()
-        self._pending_jobs = await self.store.count_pending()
+        self._pending_jobs, self._oldest_pending = await self.store.pending()
         self._oldest_running = await self.store.oldest_running_created_at()
 
     async def _refresh_loop(self) -> None:
@@ -80,6 +81,7 @@ class QueuedExecutor:
             queued=self._pending_jobs,
             running=0,
             oldest_running_created_at=self._oldest_running,
+            oldest_queued_created_at=self._oldest_pending,
             queue_capacity=self.settings.max_queue,
             job_slots=self.settings.workers_expected * self.settings.worker_concurrency,
             paused=False,
