@@ -15,4 +15,5 @@ step "mypy tests, scripts, loadtests"
 mypy --strict scripts/*.py
 (cd loadtests && mypy --strict .)
 step "bookgen slo check";     bookgen slo check
+step "bookgen deploy check";  bookgen deploy check
 step "pytest";                python3 -m pytest "$@"

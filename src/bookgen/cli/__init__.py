@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "status": "bookgen.cli.stack:status",
     "loadtest": "bookgen.cli.loadtest:loadtest",
     "verify": "bookgen.cli.verify:verify",
+    "db": "bookgen.cli.db:db",
+    "deploy": "bookgen.cli.deploy:deploy",
 }
 
 

@@ -133,7 +133,7 @@ def instrument(
     worker_server = None
     if settings.metrics_port_base is not None:
         worker_server = WorkerMetricsServer(
-            registry, settings.metrics_port_base + settings.worker_index
+            registry, settings.metrics_port_base + settings.worker_index, settings.metrics_host
         )
     telemetry = Telemetry(
         registry,

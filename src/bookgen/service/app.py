@@ -177,7 +177,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     hooks: Hooks = app.state.hooks
     store = Store.from_url(settings.database_url)
-    await store.create_tables()
+    await store.prepare_schema(migrate=settings.db_auto_migrate)
     sim: EmbeddedSim | None = None
     llm: LLMClient | None = None
     runtime: Executor

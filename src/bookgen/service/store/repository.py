@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from bookgen.service.store.models import Base, JobRow, SectionRow, utcnow
+from bookgen.service.store import migrate as migrate_schema
+from bookgen.service.store.models import JobRow, SectionRow, utcnow
 
 ACTIVE = ("pending", "in_progress")
 FINISHED = ("completed", "failed", "cancelled")
@@ -51,6 +53,20 @@ LIST_COLUMNS = (
     JobRow.completed_at,
     JobRow.error,
 )
+
+
+_SCHEMA_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _schema_lock() -> asyncio.Lock:
+    """One schema change at a time in this process: Alembic keeps its context in a global."""
+    loop = asyncio.get_running_loop()
+    lock = _SCHEMA_LOCKS.get(loop)
+    if lock is None:
+        lock = _SCHEMA_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 class LeaseLost(Exception):
@@ -135,13 +151,21 @@ class Store:
         return cls(make_engine(url))
 
     async def create_tables(self) -> None:
-        """Create missing tables; safe when several workers start at once."""
+        """Migrate the schema to the newest revision; safe when several workers start at once."""
+        await self.prepare_schema(migrate=True)
+
+    async def prepare_schema(self, *, migrate: bool) -> None:
+        """Upgrade the schema (Alembic), or only check it is current when `migrate` is false."""
+        async with _schema_lock():
+            await self._prepare_schema(migrate)
+
+    async def _prepare_schema(self, migrate: bool) -> None:
         for attempt in range(5):
             try:
                 async with self.engine.begin() as conn:
                     if conn.dialect.name == "postgresql":
                         await conn.execute(text(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
-                    await conn.run_sync(Base.metadata.create_all, checkfirst=True)
+                    await conn.run_sync(migrate_schema.upgrade if migrate else migrate_schema.check)
                 return
             except DBAPIError:
                 if attempt == 4:
@@ -161,6 +185,13 @@ class Store:
         async with self.sessions() as s:
             n = await s.scalar(select(func.count()).where(JobRow.status == "pending"))
         return int(n or 0)
+
+    async def pending(self) -> tuple[int, datetime | None]:
+        """Jobs waiting to start, and when the oldest of them was submitted."""
+        query = select(func.count(), func.min(JobRow.created_at)).where(JobRow.status == "pending")
+        async with self.sessions() as s:
+            count, oldest = (await s.execute(query)).one()
+        return int(count or 0), oldest
 
     async def oldest_running_created_at(self) -> datetime | None:
         query = select(func.min(JobRow.created_at)).where(JobRow.status == "in_progress")

@@ -110,7 +110,7 @@ class SectionWorker:
         from bookgen.service.llm.client import LLMClient
 
         self.store = Store.from_url(self.settings.database_url)
-        await self.store.create_tables()
+        await self.store.prepare_schema(migrate=self.settings.db_auto_migrate)
         self.tasks = SectionTasks(self.store)
         if self._llm is None:
             base_url = self.settings.llm_base_url

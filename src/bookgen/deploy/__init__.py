@@ -1,0 +1,1 @@
+"""Offline checks of deploy/: compose, the kustomize overlays, their custom kinds and rules."""
