@@ -1,10 +1,12 @@
 """The gate: on quit, compare the run with the thresholds generated from slo.yaml; set exit code.
 
 Exit codes: 0 every target met, 1 a target breached, 2 no usable thresholds file. Checks: p95 per
-route group (`name=` values), the overall fail ratio, the minimum throughput and the minimum number
-of concurrent users. Given `--prometheus-url`, the server-side p95 and error ratio for the run's
-window are read from Prometheus and printed next to the client's figures; a large disagreement is
-flagged (a warning, not a breach: the two sides measure different things).
+route group (`name=` values; a group the thresholds list that got no samples fails, or only the
+groups `--gate-groups` names, for a user class that exercises some), the overall fail ratio, the
+minimum throughput and the minimum number of users spawned. Given `--prometheus-url`, the
+server-side p95, error ratio and request count for the run's window are read from Prometheus and
+printed next to the client's figures; a disagreement beyond the tolerances in `targets.py` (or a
+Prometheus that cannot answer) fails the gate, since then one of the two measurements is wrong.
 """
 
 from __future__ import annotations
@@ -86,6 +88,12 @@ def _add_options(parser: Any) -> None:
         default=None,
         help="override the file's min_rps (e.g. for a run of another size)",
     )
+    group.add_argument(
+        "--gate-groups",
+        default="",
+        help="comma-separated route groups that must have samples, or 'none' (default: every "
+        "group in the thresholds file)",
+    )
     group.add_argument("--gate-report", default="", help="write the gate's verdicts as JSON here")
     group.add_argument(
         "--prometheus-url", default="", help="compare with server-side figures from Prometheus"
@@ -153,11 +161,13 @@ def _on_quitting(environment: Environment, **_kwargs: Any) -> None:
     start = _state.started or environment.stats.total.start_time
     end = _state.stopped or time.time()
     summary = summarize(environment.stats, end - start, _state.max_users)
-    verdicts = evaluate(summary, _state.thresholds, options.gate_min_rps)
     server = None
     if options.prometheus_url:
         time.sleep(max(0.0, options.prometheus_settle))
         server = server_side(options.prometheus_url, start, end, summary)
+    named = [g.strip() for g in str(options.gate_groups).split(",") if g.strip()]
+    groups = [] if named == ["none"] else (named or None)
+    verdicts = evaluate(summary, _state.thresholds, options.gate_min_rps, groups, server)
     passed = all(v.ok for v in verdicts)
     role = "master" if isinstance(environment.runner, MasterRunner) else "local"
     print(

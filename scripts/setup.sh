@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # One-step setup: the bookgen package with its extras, and (where apt-get is available and they are
-# missing) Debian's prometheus, prometheus-alertmanager and wrk, which `bookgen up`, the
+# missing) Debian's prometheus, prometheus-alertmanager, wrk and chromium, which `bookgen up`, the
 # end-to-end tests and the overhead benchmark use, and the Redis and PostgreSQL exporters and
 # celery-exporter that `bookgen up --engine celery` starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,tools]"
+# The packages pinned with their hashes in requirements.lock (refresh: bash scripts/lock.sh), then
+# bookgen itself from this checkout; skipped when this Python already has exactly that.
+want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1) $PWD"
+stamp="$(python3 -c 'import sys; print(sys.prefix)')/.bookgen-setup"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  pip=(python3 -m pip install --quiet --disable-pip-version-check)
+  "${pip[@]}" --require-hashes -r requirements.lock
+  "${pip[@]}" --no-deps --no-build-isolation -e .
+  echo "$want" >"$stamp"
+fi
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the HTML report's screenshot test
 command -v prometheus-redis-exporter >/dev/null 2>&1 || need+=(prometheus-redis-exporter)
 command -v prometheus-postgres-exporter >/dev/null 2>&1 || need+=(prometheus-postgres-exporter)
 if ((${#need[@]})); then

@@ -171,6 +171,47 @@ def fake_api(mode: str = "healthy", slow_s: float = 0.3, error_every: int = 5) -
         thread.join(timeout=5)
 
 
+class _PromHandler(BaseHTTPRequestHandler):
+    """Answers every instant query with one sample of the same value, as Prometheus would."""
+
+    server: _PromServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        sample = {"metric": {}, "value": [time.time(), str(self.server.value)]}
+        data = json.dumps(
+            {"status": "success", "data": {"resultType": "vector", "result": [sample]}}
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data.encode())
+
+
+class _PromServer(ThreadingHTTPServer):
+    daemon_threads = True
+    value: float
+
+
+@contextmanager
+def fake_prometheus(value: float) -> Iterator[str]:
+    """A Prometheus whose every query answers `value`: a server side that disagrees with Locust
+    (p95 `value` s, `value` requests, error ratio 1) for any `value` far from the real figures."""
+    server = _PromServer(("127.0.0.1", 0), _PromHandler)
+    server.value = value
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 if __name__ == "__main__":  # manual use: python tests/loadtests/fake_api.py [mode]
     import sys
 

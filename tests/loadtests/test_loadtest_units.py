@@ -5,14 +5,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from bookgen.acceptance.locust_run import LocustRun, parse_duration
-from bookgen.acceptance.targets import AcceptanceTargets
-from bookgen.acceptance.verify import Measured, acceptance_rows, nearest_rank, read_alerts
+from bookgen.acceptance.project import ROOT_ENV, Project, ProjectNotFound, find_project
+from bookgen.acceptance.targets import AcceptanceTargets, load_targets
+from bookgen.acceptance.verify import (
+    Measured,
+    acceptance_rows,
+    nearest_rank,
+    read_alerts,
+    users_served,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,7 +77,7 @@ def test_evaluate_flags_each_breach() -> None:
     few = targets.RunSummary({"health": g(10, 0, 20.0)}, 10, 0, 10.0, 5)
     assert {v.check for v in targets.evaluate(few, t) if not v.ok} == {
         "throughput req/s",
-        "concurrent users",
+        "users spawned",
     }
     assert targets.percentile({10: 94, 300: 6}, 0.95) == 300.0
 
@@ -82,7 +90,8 @@ def test_verify_table_passes_and_fails_on_measured_figures() -> None:
     good = Measured(
         book_seconds=[120.0, 150.0], books_total=2, group_p95_ms={"health": 20.0},
         fail_ratio=0.0, requests=1000, max_users=10, rejections=0.0, rss_psutil=200 * 2**20,
-        completed_full_in_window=2, completed_in_window=30, window_s=400.0,
+        completed_full_in_window=2, completed_in_window=30, window_s=400.0, users_served=10,
+        server_p95_ms=30.0, queue_had_room=True,
     )  # fmt: skip
     rows = acceptance_rows(good, acceptance_targets())
     assert [r.ok for r in rows] == [True] * 6, rows
@@ -93,6 +102,136 @@ def test_verify_table_passes_and_fails_on_measured_figures() -> None:
     )  # fmt: skip
     assert [r.ok for r in acceptance_rows(bad, acceptance_targets())] == [False] * 6
     assert nearest_rank([1.0, 2.0, 3.0], 0.95) == 3.0
+
+
+def good_measured(**changes: object) -> Measured:
+    figures: dict[str, object] = dict(
+        book_seconds=[120.0], books_total=1, group_p95_ms={"health": 20.0}, fail_ratio=0.0,
+        requests=1000, max_users=10, users_served=10, rejections=0.0, queue_had_room=True,
+        server_p95_ms=30.0, rss_psutil=2**28, completed_full_in_window=1, window_s=600.0,
+    )  # fmt: skip
+    figures.update(changes)
+    return Measured(**figures)  # type: ignore[arg-type]
+
+
+def failing_rows(m: Measured) -> list[str]:
+    return [r.target for r in acceptance_rows(m, acceptance_targets()) if not r.ok]
+
+
+def test_users_row_counts_what_the_service_served() -> None:
+    assert failing_rows(good_measured()) == []
+    users = "users served (service side)"
+    # Locust spawned ten, but the service never held ten users' books at once.
+    assert failing_rows(good_measured(users_served=7)) == [users]
+    # A submission refused while the queue had room; or rejections not known at all.
+    assert failing_rows(good_measured(rejections=1.0)) == [users]
+    assert failing_rows(good_measured(rejections=None)) == [users]
+    # The server's own p95 did not hold for those users (or is unknown).
+    assert failing_rows(good_measured(server_p95_ms=250.0)) == [users]
+    assert failing_rows(good_measured(server_p95_ms=None)) == [users]
+
+
+def test_p95_row_fails_on_a_silent_group_or_a_disagreement() -> None:
+    p95 = "API p95 (every route)"
+    targets_two = AcceptanceTargets(
+        1800.0, 0.95, 200.0, {"health": 200.0, "download": 200.0}, 10, 2**31, 2.0, 0.01, "t"
+    )
+    silent = [r for r in acceptance_rows(good_measured(), targets_two) if not r.ok]
+    assert [r.target for r in silent] == [p95] and "no samples: download" in silent[0].note
+    disagree = good_measured(disagreements=["p95: client 180 ms vs server 20 ms"])
+    assert failing_rows(disagree) == [p95]
+    assert failing_rows(good_measured(server_error="Prometheus unavailable")) == [p95]
+
+
+def test_users_served_is_the_most_load_books_held_at_once() -> None:
+    def job(job_id: str, start: int, end: int | None, status: str = "completed") -> dict[str, str]:
+        stamp = "2030-01-01T00:00:{:02d}+00:00"
+        item = {"job_id": job_id, "status": status, "created_at": stamp.format(start)}
+        if end is not None:
+            item["completed_at"] = stamp.format(end)
+        return item
+
+    t0 = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+    jobs = [
+        job("a", 1, 10), job("b", 2, 4), job("c", 4, 9),  # b ends as c starts: 2 at once
+        job("d", 5, None, "in_progress"),  # still held at the end of the window
+        job("own", 3, 8),  # the verify run's own book, not a user's
+        job("cancelled", 6, None, "cancelled"),  # no end time: never counted
+        job("early", 0, 30),  # before the window
+    ]  # fmt: skip
+    assert users_served(jobs, {"own"}, t0 + 1, t0 + 20) == 3
+    assert users_served(jobs, set(), t0 + 1, t0 + 20) == 4
+    assert users_served([], set(), t0, t0 + 1) == 0
+
+
+def test_project_found_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ROOT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    # Outside a checkout: the checkout the package runs from (this editable install).
+    assert find_project().root == ROOT
+    # Inside any folder of a checkout: that checkout.
+    copy = tmp_path / "copy"
+    (copy / "loadtests").mkdir(parents=True)
+    (copy / "slo.yaml").write_text("x")
+    (copy / "loadtests" / "locustfile.py").write_text("x")
+    (copy / "docs").mkdir()
+    monkeypatch.chdir(copy / "docs")
+    assert find_project().root == copy
+    # BOOKGEN_ROOT beats the working directory; --project beats both.
+    monkeypatch.setenv(ROOT_ENV, str(ROOT))
+    assert find_project().root == ROOT
+    assert find_project(copy).root == copy
+    with pytest.raises(ProjectNotFound, match="--project"):
+        find_project(tmp_path)
+
+
+def test_targets_and_locust_paths_are_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    project = Project(ROOT)
+    t = load_targets(project=project)
+    assert str(ROOT / "slo.yaml") in t.source and t.min_users >= 1
+    run = LocustRun("acceptance", "http://127.0.0.1:1", Path("rel"), project=project)
+    assert run.report_dir == tmp_path / "rel"
+    argv = run.argv()
+    files = argv[argv.index("-f") + 1].split(",")
+    assert files == [str(ROOT / "loadtests" / "locustfile.py"), str(ROOT / "loadtests/shapes.py")]
+    assert argv[argv.index("--thresholds") + 1] == str(ROOT / "loadtests" / "thresholds.json")
+    for flag in ("--html", "--gate-report", "--logfile"):
+        assert Path(argv[argv.index(flag) + 1]).is_absolute()
+
+
+def test_gate_fails_on_disagreement_beyond_tolerance() -> None:
+    t = targets.Thresholds(0.01, {"health": 200.0}, None, None, "test")
+    client = targets.RunSummary(
+        {"health": targets.GroupFigures(1000, 0, 40.0)}, 1000, 0, 10.0, 10, 40.0
+    )
+    near = targets.ServerSide(p95_ms=20.0, error_ratio=0.0, requests=1100.0)
+    near.disagreements = targets.compare(client, near)
+    assert near.disagreements == [] and all(v.ok for v in targets.evaluate(client, t, server=near))
+    for side, what in (
+        (targets.ServerSide(p95_ms=150.0, error_ratio=0.0, requests=1000.0), "p95"),
+        (targets.ServerSide(p95_ms=40.0, error_ratio=0.05, requests=1000.0), "error ratio"),
+        (targets.ServerSide(p95_ms=40.0, error_ratio=0.0, requests=500.0), "requests"),
+        (targets.ServerSide(p95_ms=None, error_ratio=None, requests=None), "p95"),
+    ):
+        side.disagreements = targets.compare(client, side)
+        [failed] = [v for v in targets.evaluate(client, t, server=side) if not v.ok]
+        assert failed.check == "client/server agree" and failed.note.startswith(what), side
+    down = targets.ServerSide(error="Prometheus unavailable: URLError")
+    assert [v.check for v in targets.evaluate(client, t, server=down) if not v.ok] == [
+        "client/server agree"
+    ]
+
+
+def test_gate_fails_a_configured_group_without_samples() -> None:
+    t = targets.Thresholds(0.01, {"health": 200.0, "download": 200.0}, None, None, "test")
+    run = targets.RunSummary({"health": targets.GroupFigures(10, 0, 5.0)}, 10, 0, 10.0, 10)
+    [failed] = [v for v in targets.evaluate(run, t) if not v.ok]
+    assert failed.check == "p95 download" and failed.note == "no samples"
+    # A user class that sends only some groups names them; the others are then not required.
+    assert all(v.ok for v in targets.evaluate(run, t, groups=["health"]))
 
 
 def test_read_alerts(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import psutil
 
-from bookgen.acceptance.locust_run import LocustRun, loadtests_dir
+from bookgen.acceptance.locust_run import LocustRun
+from bookgen.acceptance.project import Project, find_project
 from bookgen.acceptance.server import ServeProcess, SimProcess
 
 CHARACTERS = ("Ada Lovelace", "Alan Turing", "Grace Hopper", "Marie Curie")
@@ -123,11 +124,14 @@ def run_capacity(
     processes: int = 0,
     settle_s: float = 20.0,
     database_url: str | None = None,
+    project: Project | None = None,
 ) -> dict[str, Any]:
     """Run the capacity search; returns the capacity report (also written as capacity.json)."""
+    report_dir = report_dir.expanduser().resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
+    project = project or find_project()
     if p95_ms is None:  # the strictest route group's p95 target, generated from slo.yaml
-        thresholds = json.loads((loadtests_dir() / "thresholds.json").read_text())
+        thresholds = json.loads(project.thresholds.read_text())
         p95_ms = min(float(v) for v in thresholds["p95_ms"].values())
     server_pids: list[int] = []
     with ExitStack() as stack:
@@ -159,6 +163,7 @@ def run_capacity(
             duration_s=steps * step_time_s + 5,
             spawn_rate=step_users * 4,
             processes=processes,
+            project=project,
             extra=[
                 "--step-users", str(step_users), "--step-time", f"{step_time_s:g}",
                 "--capacity-user-rate", f"{user_rate:g}", "--capacity-p95-ms", f"{p95_ms:g}",

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
+from bookgen.acceptance.project import Project, find_project
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,13 @@ class Profile:
     extra: tuple[str, ...] = ()
 
 
+# StressTestUser sends no ready, download or cancel requests: the gate requires only the others.
+STRESS_GROUPS = "health,status,job-status,list,sources,metrics,generate"
+STRESS_EXTRA = ("--step-users", "10", "--step-time", "15", "--gate-groups", STRESS_GROUPS)
+
 PROFILES: dict[str, Profile] = {
     "acceptance": Profile("BookGenUser", "steady", 10, 120),
-    "stress": Profile(
-        "StressTestUser", "step", 60, 120, ("--step-users", "10", "--step-time", "15")
-    ),
+    "stress": Profile("StressTestUser", "step", 60, 120, STRESS_EXTRA),
     "spike": Profile("BookGenUser", "spike", 50, 180),
     "soak": Profile("BookGenUser", "soak", 10, 1800),
     "capacity": Profile(
@@ -51,17 +53,18 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
-def loadtests_dir() -> Path:
-    """The repository's loadtests/ (next to src/), else ./loadtests."""
-    for candidate in (ROOT / "loadtests", Path.cwd() / "loadtests"):
-        if (candidate / "locustfile.py").is_file():
-            return candidate
-    raise FileNotFoundError("loadtests/locustfile.py not found (run from the repository root)")
+def loadtests_dir(project: Project | None = None) -> Path:
+    """The project's loadtests/ folder (see `bookgen.acceptance.project`)."""
+    return (project or find_project()).loadtests
 
 
 @dataclass
 class LocustRun:
-    """One headless Locust run; `argv()` is the exact command, `run()` executes it."""
+    """One headless Locust run; `argv()` is the exact command, `run()` executes it.
+
+    Every path handed to Locust is absolute and Locust runs in the report folder, so where the
+    command was started from changes nothing.
+    """
 
     profile: str
     host: str
@@ -74,13 +77,24 @@ class LocustRun:
     thresholds: Path | None = None
     min_rps: float | None = None
     extra: list[str] = field(default_factory=list)
+    project: Project | None = None
+
+    def __post_init__(self) -> None:
+        self.report_dir = Path(self.report_dir).expanduser().resolve()
+        self.project = self.project or find_project()
+        if self.thresholds is not None:
+            self.thresholds = Path(self.thresholds).expanduser().resolve()
 
     @property
     def spec(self) -> Profile:
         return PROFILES[self.profile]
 
+    @property
+    def gate_report(self) -> Path:
+        return self.report_dir / "gate.json"
+
     def argv(self) -> list[str]:
-        folder = loadtests_dir()
+        assert self.project is not None, "set in __post_init__"
         spec = self.spec
         users = self.users or spec.users
         duration = int(self.duration_s or spec.duration_s)
@@ -88,12 +102,12 @@ class LocustRun:
         out = self.report_dir
         argv = [
             sys.executable, "-m", "locust",
-            "-f", f"{folder / 'locustfile.py'},{folder / 'shapes.py'}",
+            "-f", self.project.locustfiles,
             spec.user, "--headless", "--shape", spec.shape,
             "--users", str(users), "--spawn-rate", f"{rate:g}", "--run-time", f"{duration}s",
             "--stop-timeout", "5", "--host", self.host,
             "--html", str(out / "report.html"), "--csv", str(out / "stats"), "--csv-full-history",
-            "--json-file", str(out / "stats"), "--gate-report", str(out / "gate.json"),
+            "--json-file", str(out / "stats"), "--gate-report", str(self.gate_report),
             "--logfile", str(out / "locust.log"), "--only-summary",
             *spec.extra,
         ]  # fmt: skip
@@ -103,8 +117,7 @@ class LocustRun:
             argv += ["--processes", str(self.processes)]
         if self.prometheus_url:
             argv += ["--prometheus-url", self.prometheus_url]
-        if self.thresholds is not None:
-            argv += ["--thresholds", str(self.thresholds)]
+        argv += ["--thresholds", str(self.thresholds or self.project.thresholds)]
         if self.min_rps is not None:
             argv += ["--gate-min-rps", f"{self.min_rps:g}"]
         return argv + self.extra
@@ -117,7 +130,7 @@ class LocustRun:
         console = (self.report_dir / "locust-console.txt").open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         return subprocess.Popen(
-            argv, stdout=console, stderr=subprocess.STDOUT, cwd=loadtests_dir().parent, env=env
+            argv, stdout=console, stderr=subprocess.STDOUT, cwd=self.report_dir, env=env
         )
 
     def run(self, echo: bool = True) -> int:
@@ -138,7 +151,7 @@ class LocustRun:
         return path.read_text(errors="replace") if path.is_file() else ""
 
     def gate(self) -> dict[str, Any] | None:
-        path = self.report_dir / "gate.json"
+        path = self.gate_report
         return dict(json.loads(path.read_text())) if path.is_file() else None
 
 

@@ -6,9 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from bookgen.acceptance.project import Project, find_project
 from bookgen.slo.spec import load_spec
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -24,20 +23,25 @@ class AcceptanceTargets:
     source: str
 
 
-def find(name: str) -> Path:
-    for candidate in (Path.cwd() / name, ROOT / name):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{name} not found in {Path.cwd()} or {ROOT}")
+def _need(project: Project | None) -> Project:
+    assert project is not None, "found above whenever a path is missing"
+    return project
 
 
 def load_targets(
-    slo_path: Path | None = None, thresholds_path: Path | None = None
+    slo_path: Path | None = None,
+    thresholds_path: Path | None = None,
+    project: Project | None = None,
 ) -> AcceptanceTargets:
-    """Every number comes from slo.yaml (the spec model) or the thresholds generated from it."""
-    slo_file = slo_path or find("slo.yaml")
+    """Every number comes from slo.yaml (the spec model) or the thresholds generated from it.
+
+    Explicit paths win; the others come from the project (found as `find_project` says).
+    """
+    if slo_path is None or thresholds_path is None:
+        project = project or find_project()
+    slo_file = (slo_path or _need(project).slo).resolve()
     spec = load_spec(slo_file)
-    thresholds_file = thresholds_path or find("loadtests/thresholds.json")
+    thresholds_file = (thresholds_path or _need(project).thresholds).resolve()
     thresholds = json.loads(thresholds_file.read_text())
     p95 = {str(k): float(v) for k, v in thresholds["p95_ms"].items()}
     latency = spec.targets.api_latency

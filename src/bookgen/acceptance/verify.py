@@ -1,10 +1,11 @@
 """`bookgen verify`: the stack up, the acceptance load while books are written, the six targets.
 
 Every measured figure comes from this run: book time from the full-size books' own timestamps,
-API p95 and error rate from Locust (with Prometheus's view beside them), concurrent users from the
-Locust runner, memory per worker as the max RSS sampled with psutil and read from Prometheus,
-throughput from the books completed during the run. Target numbers come from slo.yaml and the
-thresholds generated from it.
+API p95 and error rate from Locust, which must agree with Prometheus's view within the gate's
+tolerances; users served from the service's side (the store's own record of the books it held at
+once, no submission refused while the queue had room, the server's p95 under the bound); memory
+per worker as the max RSS sampled with psutil and read from Prometheus; throughput from the books
+completed during the run. Target numbers come from slo.yaml and the thresholds generated from it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import httpx
 import psutil
 
 from bookgen.acceptance.locust_run import LocustRun, stop
+from bookgen.acceptance.project import Project, find_project
 from bookgen.acceptance.targets import AcceptanceTargets
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -40,6 +42,12 @@ class VerifyOptions:
     book_wait_s: float = 240.0
     workers: int = 2
     fast: bool = False
+    # The load's own books (each Locust user keeps one on the go). Long enough that a user's book
+    # is still being written when its next poll comes, so the books the service holds at once
+    # show how many users it is serving.
+    user_book_chapters: int = 3
+    user_book_words: int = 3_000
+    project: Project | None = None
 
 
 @dataclass(frozen=True)
@@ -200,8 +208,14 @@ class Measured:
     overall_p95_ms: float | None = None
     fail_ratio: float | None = None
     requests: int = 0
-    max_users: int = 0
-    rejections: float | None = None
+    max_users: int = 0  # Locust's count of users it spawned
+    users_served: int = 0  # the service's: most load books it held at once
+    rejections: float | None = None  # submissions refused while the queue had room
+    rejected_queue_full: float | None = None
+    queue_had_room: bool | None = None
+    missing_groups: list[str] = field(default_factory=list)
+    disagreements: list[str] = field(default_factory=list)
+    server_error: str | None = None
     rss_psutil: int = 0
     rss_prometheus: float | None = None
     completed_in_window: int = 0
@@ -228,31 +242,33 @@ def acceptance_rows(m: Measured, t: AcceptanceTargets) -> list[Row]:
         )
     )
     breaches = [g for g, v in m.group_p95_ms.items() if v >= t.p95_by_group_ms.get(g, t.api_p95_ms)]
+    missing = sorted(set(m.missing_groups) | (set(t.p95_by_group_ms) - set(m.group_p95_ms)))
     worst = max(m.group_p95_ms.items(), key=lambda kv: kv[1], default=None)
     note = f"worst group {worst[0]}" if worst else "no requests"
     if breaches:
         note += f"; over target: {', '.join(sorted(breaches))}"
+    if missing:
+        note += f"; no samples: {', '.join(missing)}"
     if m.server_p95_ms is not None:
         note += f"; server-side p95 {m.server_p95_ms:.0f} ms"
+    if m.server_error:
+        note += f"; server side: {m.server_error}"
+    if m.disagreements:
+        note += f"; client/server disagree: {' | '.join(m.disagreements)}"
     rows.append(
         Row(
             "API p95 (every route)",
             "-" if worst is None else f"{worst[1]:.0f} ms",
             f"< {t.api_p95_ms:g} ms",
-            worst is not None and not breaches,
+            worst is not None
+            and not breaches
+            and not missing
+            and not m.disagreements
+            and m.server_error is None,
             note,
         )
     )
-    rejected = m.rejections
-    rows.append(
-        Row(
-            "concurrent users",
-            f"{m.max_users}",
-            f">= {t.min_users}, 0 rejected",
-            m.max_users >= t.min_users and rejected is not None and rejected == 0,
-            "rejections unknown" if rejected is None else f"{rejected:.0f} submissions rejected",
-        )
-    )
+    rows.append(users_row(m, t))
     rss = max(float(m.rss_psutil), m.rss_prometheus or 0.0)
     rows.append(
         Row(
@@ -289,6 +305,46 @@ def acceptance_rows(m: Measured, t: AcceptanceTargets) -> list[Row]:
     return rows
 
 
+def users_row(m: Measured, t: AcceptanceTargets) -> Row:
+    """Users served, as the service saw them: held at once, none refused, its p95 held."""
+    held = m.server_p95_ms is not None and m.server_p95_ms < t.api_p95_ms
+    rejected = m.rejections
+    ok = m.users_served >= t.min_users and rejected == 0 and held
+    room = {None: "unknown", True: "had room", False: "was full at times"}[m.queue_had_room]
+    note = (
+        f"service held {m.users_served} users' books at once (Locust spawned {m.max_users}); "
+        + ("rejections unknown" if rejected is None else f"{rejected:.0f} refused")
+        + f" while the queue {room}"
+        + (f" ({m.rejected_queue_full:.0f} queue_full)" if m.rejected_queue_full else "")
+        + "; server p95 "
+        + ("unknown" if m.server_p95_ms is None else f"{m.server_p95_ms:.0f} ms")
+    )
+    goal = f">= {t.min_users}, 0 refused, p95 held"
+    return Row("users served (service side)", f"{m.users_served}", goal, ok, note)
+
+
+def users_served(jobs: list[dict[str, Any]], exclude: set[str], t0: float, t_end: float) -> int:
+    """The most books submitted in [t0, t_end] (not `exclude`) the service held at once.
+
+    Held = accepted and not yet ended, by the store's own timestamps. Each Locust user keeps at
+    most one book on the go, so this counts distinct users the service was serving at one time.
+    """
+    changes: list[tuple[float, int]] = []
+    for job in jobs:
+        created = _ts(job.get("created_at"))
+        if job.get("job_id") in exclude or created is None or not t0 <= created <= t_end:
+            continue
+        ended = _ts(job.get("completed_at"))
+        if ended is None and job.get("status") in FINISHED:
+            continue  # ended without a recorded time (cancelled while queued): never held long
+        changes += [(created, 1), (t_end if ended is None else ended, -1)]
+    held = most = 0
+    for _, change in sorted(changes, key=lambda c: (c[0], c[1])):  # ends before starts on ties
+        held += change
+        most = max(most, held)
+    return most
+
+
 def render_table(rows: list[Row]) -> str:
     width = max(len(r.target) for r in rows)
     lines = [f"{'target':<{width}}  {'measured':>10}  {'goal':<22} result  notes"]
@@ -312,10 +368,9 @@ def render_alerts(alerts: list[dict[str, Any]]) -> str:
 
 
 RSS_MAX = 'max(max_over_time(bookgen_process_resident_memory_bytes{{job="bookgen"}}[{w}]))'
-REJECTED = (
-    'sum(increase(bookgen_jobs_rejected_total{{job="bookgen",reason=~"queue_full|rate_limited"}}'
-    "[{w}]))"
-)
+REJECTED = 'sum(increase(bookgen_jobs_rejected_total{{job="bookgen",reason="{reason}"}}[{w}]))'
+QUEUED_MAX = 'max_over_time(max(bookgen_jobs_queued{{job="bookgen"}})[{w}:1s])'
+CAPACITY = 'min(bookgen_job_queue_capacity{{job="bookgen"}})'
 REQUESTS = 'sum(increase(bookgen_http_requests_total{{job="bookgen"{sel}}}[{w}]))'
 
 
@@ -323,7 +378,16 @@ def server_figures(prom: str, m: Measured, t0: float, t_load_end: float, t_end: 
     """What Prometheus saw: max worker RSS, rejections, and the 5xx|429 ratio under load."""
     window = f"{math.ceil(t_end - t0)}s"
     m.rss_prometheus = prom_value(prom, RSS_MAX.format(w=window), t_end)
-    m.rejections = prom_value(prom, REJECTED.format(w=window), t_end)
+    limited = prom_value(prom, REJECTED.format(reason="rate_limited", w=window), t_end)
+    full = prom_value(prom, REJECTED.format(reason="queue_full", w=window), t_end)
+    queued = prom_value(prom, QUEUED_MAX.format(w=window), t_end)
+    capacity = prom_value(prom, CAPACITY.format(), t_end)
+    if queued is not None and capacity is not None:
+        m.queue_had_room = queued < capacity
+    m.rejected_queue_full = full
+    if limited is not None and m.queue_had_room is not None:
+        # A full queue may refuse (that is its job); a per-client limit never should at 10 users.
+        m.rejections = round(limited + ((full or 0.0) if m.queue_had_room else 0.0))
     load = f"{math.ceil(t_load_end - t0)}s"
     total = prom_value(prom, REQUESTS.format(sel="", w=load), t_load_end)
     bad = prom_value(prom, REQUESTS.format(sel=',status=~"5..|429"', w=load), t_load_end)
@@ -335,8 +399,10 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
     """Bring the stack up, measure, print the table; 0 when every target passes."""
     from bookgen.stack.supervisor import Stack
 
-    out = options.report_dir
+    out = options.report_dir.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
+    project = options.project or find_project()
+    project.export()  # the stack renders its rules from this project's slo.yaml
     print(f"verify: reports in {out}; targets from {targets.source}", flush=True)
     m = Measured()
     with Stack(out / "stack", workers=options.workers, fast=options.fast) as stack:
@@ -360,7 +426,14 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
             users=options.users,
             duration_s=options.duration_s,
             prometheus_url=prom,
-        )
+            project=project,
+            extra=[
+                "--book-chapters", str(options.user_book_chapters),
+                "--book-words", str(options.user_book_words),
+                # Every user's second book is cancelled, so even a short run cancels some.
+                "--cancel-every", "2",
+            ],
+        )  # fmt: skip
         proc = run.start()
         deadline = time.monotonic() + options.duration_s + 120
         try:
@@ -383,7 +456,9 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
         m.book_seconds = [s for b in books if (s := b.seconds) is not None]
         m.books_unfinished = sum(b.status not in FINISHED for b in books)
         full_ids = {b.job_id for b in books}
-        for job in all_jobs(api):
+        jobs = all_jobs(api)
+        m.users_served = users_served(jobs, full_ids, t0, t_load_end)
+        for job in jobs:
             done = _ts(job.get("completed_at"))
             if job.get("status") == "completed" and done is not None and t0 <= done <= t_end:
                 m.completed_in_window += 1
@@ -397,11 +472,15 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
             for g, v in gate.get("groups", {}).items()
             if v.get("p95_ms") is not None and g in targets.p95_by_group_ms
         }
+        m.missing_groups = sorted(set(targets.p95_by_group_ms) - set(m.group_p95_ms))
+        server = gate.get("server") or {}
+        m.disagreements = list(server.get("disagreements") or [])
+        m.server_error = server.get("error") if gate else "the Locust gate wrote no report"
         m.overall_p95_ms = gate.get("p95_ms_overall")
         m.fail_ratio = gate.get("fail_ratio")
         m.requests = int(gate.get("requests", 0))
         m.max_users = int(gate.get("max_users", 0))
-        m.server_p95_ms = (gate.get("server") or {}).get("p95_ms")
+        m.server_p95_ms = server.get("p95_ms")
         time.sleep(3.0)  # let Alertmanager deliver what fired during the run
         alerts = read_alerts(stack.notifications_path)
     rows = acceptance_rows(m, targets)
@@ -415,13 +494,13 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
     passed = all(r.ok for r in rows)
     summary = (
         f"\nBookGen acceptance ({options.users} users, {options.duration_s:.0f} s load, "
-        f"{options.full_books} full-size books; Locust gate exit {m.gate_exit})\n"
+        f"{options.full_books} full-size books of {options.book_chapters} chapters / "
+        f"{options.book_words} words; Locust gate exit {m.gate_exit})\n"
         f"{table}\n\n{alert_text}\n\nVERIFY {'PASS' if passed else 'FAIL'}\n"
-        f"reports: {out}\n"
     )
-    print(summary, flush=True)
-    (out / "acceptance.txt").write_text(summary)
-    (out / "acceptance.json").write_text(
+    text_path, json_path = out / "acceptance.txt", out / "acceptance.json"
+    text_path.write_text(summary)
+    json_path.write_text(
         json.dumps(
             {
                 "passed": passed,
@@ -429,9 +508,13 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
                 "measured": asdict(m),
                 "targets": asdict(targets),
                 "alerts": alerts,
-                "options": {k: str(v) for k, v in asdict(options).items()},
+                "window": {"start": t0, "load_end": t_load_end, "end": t_end},
+                "options": {k: str(v) for k, v in vars(options).items()},
             },
             indent=2,
         )
     )
+    print(summary, flush=True)
+    print(f"table:  {text_path}\nfigures: {json_path}\nLocust: {run.report_dir}", flush=True)
+    print(f"stack logs: {out / 'stack'}", flush=True)
     return 0 if passed else 1

@@ -57,6 +57,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--database-url", help="capacity: the store of the server it starts (default SQLite)."
 )
 @click.option("--step-time", default=10.0, show_default=True, help="capacity: seconds per step.")
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The BookGen checkout holding slo.yaml and loadtests/ (default: BOOKGEN_ROOT, the "
+    "working directory or a parent of it, else the checkout the package runs from).",
+)
 def loadtest(
     profile: str,
     users: int | None,
@@ -73,10 +79,17 @@ def loadtest(
     step_users: int,
     step_time: float,
     database_url: str | None,
+    project: Path | None,
 ) -> None:
     """Run a load profile headless; exits non-zero when the gate finds a target breached."""
     exit_on_sigterm()
-    folder = report_dir or Path("reports") / f"loadtest-{profile}-{timestamp()}"
+    from bookgen.acceptance.project import find_project
+
+    try:
+        found = find_project(project)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    folder = (report_dir or Path("reports") / f"loadtest-{profile}-{timestamp()}").resolve()
     if profile == "capacity":
         from bookgen.acceptance.capacity import run_capacity
 
@@ -90,6 +103,7 @@ def loadtest(
             user_rate=user_rate,
             processes=processes,
             database_url=database_url,
+            project=found,
         )
         click.echo(f"{'users':>6} {'offered':>8} {'req/s':>8} {'p95 ms':>7} {'failures':>8}  step")
         for step in report.get("steps", []):
@@ -126,6 +140,7 @@ def loadtest(
         prometheus_url=prometheus_url,
         thresholds=thresholds,
         min_rps=min_rps,
+        project=found,
     )
     click.echo(f"$ {' '.join(run.argv())}")
     code = run.run()

@@ -28,12 +28,34 @@ from bookgen.acceptance.locust_run import exit_on_sigterm, parse_duration, times
     help="Alert rules of the fast profile (time horizons scaled down) or the production ones.",
 )
 @click.option(
+    "--user-book",
+    default="3x3000",
+    show_default=True,
+    help="Each load user's own book, CHAPTERSxWORDS.",
+)
+@click.option(
     "--report-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Default reports/verify-<timestamp>.",
+    help="Default ./reports/verify-<timestamp> (printed as an absolute path).",
 )
-@click.option("--slo", "slo_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--thresholds", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The BookGen checkout holding slo.yaml and loadtests/ (default: BOOKGEN_ROOT, the "
+    "working directory or a parent of it, else the checkout the package runs from).",
+)
+@click.option(
+    "--slo",
+    "--spec",
+    "slo_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The SLO spec for the targets (default PROJECT/slo.yaml).",
+)
+@click.option(
+    "--thresholds",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Generated gate thresholds (default PROJECT/loadtests/thresholds.json).",
+)
 def verify(
     users: int,
     duration: str,
@@ -43,21 +65,30 @@ def verify(
     book_wait: str,
     workers: int,
     fast: bool,
+    user_book: str,
     report_dir: Path | None,
+    project: Path | None,
     slo_path: Path | None,
     thresholds: Path | None,
 ) -> None:
     """Bring the stack up, run the acceptance load while books are written, print the targets."""
     exit_on_sigterm()
+    from bookgen.acceptance.project import find_project
     from bookgen.acceptance.targets import load_targets
     from bookgen.acceptance.verify import VerifyOptions, run_verify
 
     try:
-        targets = load_targets(slo_path, thresholds)
+        found = find_project(project)
+        targets = load_targets(slo_path, thresholds, found)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise click.ClickException(f"cannot read the targets: {exc}") from None
+    try:
+        user_chapters, user_words = (int(x) for x in user_book.lower().split("x"))
+    except ValueError:
+        message = f"{user_book!r} is not CHAPTERSxWORDS"
+        raise click.BadParameter(message, param_hint="--user-book") from None
     options = VerifyOptions(
-        report_dir=report_dir or Path("reports") / f"verify-{timestamp()}",
+        report_dir=(report_dir or Path("reports") / f"verify-{timestamp()}").resolve(),
         users=users,
         duration_s=parse_duration(duration),
         full_books=books,
@@ -66,6 +97,9 @@ def verify(
         book_wait_s=parse_duration(book_wait),
         workers=workers,
         fast=fast,
+        user_book_chapters=user_chapters,
+        user_book_words=user_words,
+        project=found,
     )
     try:
         code = run_verify(options, targets)

@@ -43,6 +43,13 @@ class SimSettings(BaseModel):
     # Like a real model, prose misses the asked length by up to this fraction (deterministic per
     # prompt), so the pipeline's length validation is exercised on every run, not only in tests.
     length_error: float = Field(default=0.08, ge=0, le=0.5)
+    # Quotas per API key, enforced as a provider does (429, Retry-After, x-ratelimit-* headers);
+    # 0 turns one off. Requests and tokens per minute are OpenAI's usage tier 2 for gpt-4o-mini
+    # (platform.openai.com/docs/guides/rate-limits); OpenAI publishes no stream limit, so
+    # concurrent streams is our own bound, above what one BookGen host opens (64 per process).
+    rpm_limit: int = Field(default=5_000, ge=0)
+    tpm_limit: int = Field(default=2_000_000, ge=0)
+    max_concurrent_streams: int = Field(default=256, ge=0)
 
 
 class Settings(BaseSettings):
@@ -52,6 +59,9 @@ class Settings(BaseSettings):
 
     # Storage
     database_url: str = "sqlite+aiosqlite:///./bookgen.db"
+    # One machine upgrades its schema on start; deployments run `bookgen db upgrade` once first
+    # and set this false, so app processes only check the revision and never run DDL.
+    db_auto_migrate: bool = True
 
     # LLM provider. No base URL means: start the simulated model in-process.
     llm_base_url: str | None = None
@@ -125,6 +135,9 @@ class Settings(BaseSettings):
     telemetry: bool = True
     worker_index: int = 0
     metrics_port_base: int | None = None
+    # Where that per-process /metrics listens: 0.0.0.0 in a container, so the cluster's
+    # Prometheus reaches it on a port the API's Service and ingress do not publish.
+    metrics_host: str = "127.0.0.1"
     # Record prompt/completion text in LLM spans (personal data: off unless opted in).
     capture_content: bool = False
     log_level: str = "INFO"

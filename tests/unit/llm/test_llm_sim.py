@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from bookgen.cli.simllm import sim_llm
 from bookgen.service.llm.prose import outline_json, prose
-from bookgen.service.llm.sim import create_sim_app
+from bookgen.service.llm.sim import Quotas, create_sim_app
 from bookgen.service.settings import SimSettings
 
 FAST = SimSettings(
@@ -344,3 +344,84 @@ def test_cli_help_and_validation() -> None:
         assert flag in result.output
     bad = runner.invoke(sim_llm, ["--error-rate", "2"])
     assert bad.exit_code != 0
+
+
+# --- quotas per API key ----------------------------------------------------------------------
+def quota_client(settings: SimSettings) -> httpx.AsyncClient:
+    app = create_sim_app(settings, seed=3)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim")
+
+
+def key(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {name}"}
+
+
+async def test_requests_per_minute_per_key_with_openai_headers() -> None:
+    async with quota_client(FAST.model_copy(update={"rpm_limit": 3, "tpm_limit": 0})) as http:
+        for left in (2, 1, 0):
+            r = await http.post("/v1/chat/completions", json=ask(5), headers=key("a"))
+            assert r.status_code == 200
+            assert r.headers["x-ratelimit-limit-requests"] == "3"
+            assert r.headers["x-ratelimit-remaining-requests"] == str(left)
+        over = await http.post("/v1/chat/completions", json=ask(5), headers=key("a"))
+        assert over.status_code == 429
+        assert over.json()["error"]["type"] == "rate_limit_error"
+        # One request comes back every 60/3 = 20 s; the headers say when the bucket is full.
+        assert 0 < float(over.headers["Retry-After"]) <= 20.0
+        assert over.headers["x-ratelimit-remaining-requests"] == "0"
+        assert over.headers["x-ratelimit-reset-requests"].endswith("s")
+        # Another key has its own quota.
+        other = await http.post("/v1/chat/completions", json=ask(5), headers=key("b"))
+        assert other.status_code == 200
+
+
+async def test_tokens_per_minute_charges_prompt_and_completion() -> None:
+    settings = FAST.model_copy(update={"rpm_limit": 0, "tpm_limit": 1_000})
+    async with quota_client(settings) as http:
+        first = await http.post("/v1/chat/completions", json=ask(450), headers=key("a"))
+        assert first.status_code == 200
+        used = first.json()["usage"]["total_tokens"]
+        assert int(first.headers["x-ratelimit-remaining-tokens"]) == 1_000 - used
+        second = await http.post("/v1/chat/completions", json=ask(450), headers=key("a"))
+        assert second.status_code == 429 and "tokens" in second.json()["error"]["message"]
+        # The bucket refills 1,000 per minute: the missing tokens take (used - left) * 60 / 1000 s.
+        wait = float(second.headers["Retry-After"])
+        assert 0 < wait <= used * 60 / 1_000 + 0.01
+        too_big = await http.post("/v1/chat/completions", json=ask(2_000), headers=key("b"))
+        assert too_big.status_code == 429 and "too large" in too_big.json()["error"]["message"]
+
+
+async def test_concurrent_streams_per_key() -> None:
+    # The buckets themselves: httpx's ASGI transport reads a whole body before it answers, so
+    # two streams cannot be held open at once through it.
+    cfg = FAST.model_copy(update={"max_concurrent_streams": 1, "rpm_limit": 0, "tpm_limit": 0})
+    quotas = Quotas()
+    assert quotas.admit("a", 10, cfg, 0.0).ok
+    refused = quotas.admit("a", 10, cfg, 0.0)
+    assert not refused.ok and refused.limit == "streams" and refused.retry_after_s == 1.0
+    assert quotas.admit("b", 10, cfg, 0.0).ok  # another key, another count
+    quotas.release("a")
+    assert quotas.admit("a", 10, cfg, 0.0).ok
+    # Through HTTP, each answer (streamed or not) gives its stream back when it ends.
+    app = create_sim_app(cfg, seed=3)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim"
+    ) as http:
+        for body in ({**ask(30), "stream": True}, ask(30), ask(30)):
+            r = await http.post("/v1/chat/completions", json=body, headers=key("a"))
+            assert r.status_code == 200
+    assert app.state.sim_quotas.keys["a"].streams == 0
+
+
+def test_reset_headers_read_like_openais() -> None:
+    from bookgen.service.llm.sim import reset_text
+
+    assert reset_text(0.012) == "12ms"
+    assert reset_text(1.5) == "1.5s"
+    assert reset_text(360.0) == "6m0s"
+
+
+def test_default_quotas_are_a_paid_tier() -> None:
+    defaults = SimSettings()
+    assert (defaults.rpm_limit, defaults.tpm_limit) == (5_000, 2_000_000)
+    assert defaults.max_concurrent_streams > 64  # above one process's own LLM concurrency

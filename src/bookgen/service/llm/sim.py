@@ -31,6 +31,14 @@ half way through. Non-streaming answers take the same time as a stream would.
 Faults (each request draws independently): `error_rate` -> 500, `rate_limit_rate` -> 429 with
 `Retry-After: retry_after_s` (a decimal number of seconds when not whole), `timeout_rate` ->
 the request hangs for `hang_s` (bounded; ends early when the client disconnects) then 504.
+
+Quotas, per API key (the bearer token; none is one anonymous key), as a paid provider tier
+enforces them: `rpm_limit` requests and `tpm_limit` tokens per minute (token buckets that refill
+continuously; a request is charged its prompt plus the completion it will return) and
+`max_concurrent_streams` answers in progress at once. Over any of them: 429 with `Retry-After`
+(when the bucket will hold the request again) and an OpenAI-style error body. Every answer carries
+OpenAI's headers: `x-ratelimit-limit-requests|tokens`, `x-ratelimit-remaining-requests|tokens`
+and `x-ratelimit-reset-requests|tokens` (time until the bucket is full, e.g. `1.2s`, `6m0s`).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -55,6 +64,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.background import BackgroundTask
 
 from bookgen.service.llm.prose import outline_json, outline_lines, prose, seed_for
 from bookgen.service.settings import SimSettings
@@ -145,6 +155,123 @@ def compose(req: ChatRequest, length_error: float = 0.0) -> tuple[str, str]:
     return text, "stop"
 
 
+@dataclass
+class Bucket:
+    """A token bucket of `capacity` that refills `capacity` per minute, continuously."""
+
+    level: float
+    at: float
+
+    def refill(self, capacity: float, now: float) -> None:
+        rate = capacity / 60.0
+        self.level = min(capacity, self.level + (now - self.at) * rate)
+        self.at = now
+
+    def wait_for(self, amount: float, capacity: float) -> float:
+        """Seconds until `amount` is in the bucket (0 when it is now; inf when it never fits)."""
+        if amount <= self.level:
+            return 0.0
+        if amount > capacity:
+            return math.inf
+        return (amount - self.level) / (capacity / 60.0)
+
+    def reset_s(self, capacity: float) -> float:
+        return max(0.0, (capacity - self.level) / (capacity / 60.0))
+
+
+@dataclass
+class KeyQuota:
+    requests: Bucket
+    tokens: Bucket
+    streams: int = 0
+
+
+@dataclass
+class Admission:
+    ok: bool
+    headers: dict[str, str]
+    retry_after_s: float = 0.0
+    limit: str = ""  # requests | tokens | streams, when refused
+    message: str = ""
+
+
+def reset_text(seconds: float) -> str:
+    """A duration as OpenAI's reset headers write it: `12ms`, `1.5s`, `6m0s`."""
+    if seconds < 1.0:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60.0:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes)}m{rest:.0f}s"
+
+
+@dataclass
+class Quotas:
+    """Every API key's buckets and open streams, checked against the current knobs."""
+
+    keys: dict[str, KeyQuota] = field(default_factory=dict)
+
+    def _key(self, key: str, cfg: SimSettings, now: float) -> KeyQuota:
+        quota = self.keys.get(key)
+        if quota is None:
+            quota = KeyQuota(Bucket(cfg.rpm_limit, now), Bucket(cfg.tpm_limit, now))
+            self.keys[key] = quota
+        if cfg.rpm_limit:
+            quota.requests.refill(cfg.rpm_limit, now)
+        if cfg.tpm_limit:
+            quota.tokens.refill(cfg.tpm_limit, now)
+        return quota
+
+    def _headers(self, quota: KeyQuota, cfg: SimSettings) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for name, bucket, limit in (
+            ("requests", quota.requests, cfg.rpm_limit),
+            ("tokens", quota.tokens, cfg.tpm_limit),
+        ):
+            if limit:
+                headers[f"x-ratelimit-limit-{name}"] = str(limit)
+                headers[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(bucket.level)))
+                headers[f"x-ratelimit-reset-{name}"] = reset_text(bucket.reset_s(limit))
+        return headers
+
+    def admit(self, key: str, tokens: int, cfg: SimSettings, now: float) -> Admission:
+        """Take one request and `tokens` from the key's buckets and open a stream, or refuse."""
+        quota = self._key(key, cfg, now)
+        waits = {
+            "requests": quota.requests.wait_for(1, cfg.rpm_limit) if cfg.rpm_limit else 0.0,
+            "tokens": quota.tokens.wait_for(tokens, cfg.tpm_limit) if cfg.tpm_limit else 0.0,
+        }
+        full = cfg.max_concurrent_streams and quota.streams >= cfg.max_concurrent_streams
+        limit, wait = max(waits.items(), key=lambda kv: kv[1])
+        if wait > 0 or full:
+            headers = self._headers(quota, cfg)
+            if wait == math.inf:
+                message = f"Request too large: {tokens} tokens, limit {cfg.tpm_limit} per min"
+                return Admission(False, headers, 60.0, "tokens", message)
+            if wait <= 0:  # only the stream limit: a stream ends within seconds, try again soon
+                limit, wait = "streams", 1.0
+            message = f"Rate limit reached for {limit} (per API key); retry in {wait:.3g} s"
+            return Admission(False, headers, wait, limit, message)
+        if cfg.rpm_limit:
+            quota.requests.level -= 1
+        if cfg.tpm_limit:
+            quota.tokens.level -= tokens
+        quota.streams += 1
+        return Admission(True, self._headers(quota, cfg))
+
+    def release(self, key: str) -> None:
+        quota = self.keys.get(key)
+        if quota is not None and quota.streams > 0:
+            quota.streams -= 1
+
+
+def api_key(request: Request) -> str:
+    """The bearer token that names the caller's quota (kept in memory only, never logged)."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else "anonymous"
+
+
 class SimMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -164,8 +291,16 @@ class SimMetrics:
             "Chat-completions requests in progress.",
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "bookgen_sim_rate_limited",
+            "Requests refused by a quota, by the limit they hit (requests, tokens, streams).",
+            ["limit"],
+            registry=self.registry,
+        )
         for status in ("200", "400", "429", "500", "504"):
             self.requests.labels(status=status)
+        for limit in ("requests", "tokens", "streams"):
+            self.rate_limited.labels(limit=limit)
 
 
 def _jittered(rng: random.Random, value: float, jitter: float) -> float:
@@ -184,6 +319,8 @@ def create_sim_app(settings: SimSettings | None = None, *, seed: int | None = No
     app.state.sim_config = (settings or SimSettings()).model_copy()
     metrics = SimMetrics()
     app.state.sim_metrics = metrics
+    quotas = Quotas()
+    app.state.sim_quotas = quotas
     rng = random.Random(seed)
 
     def config() -> SimSettings:
@@ -273,6 +410,21 @@ def create_sim_app(settings: SimSettings | None = None, *, seed: int | None = No
             "completion_tokens": completion_tokens(len(pieces)),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        key = api_key(request)
+        admission = quotas.admit(key, usage["total_tokens"], cfg, time.monotonic())
+        if not admission.ok:
+            metrics.rate_limited.labels(limit=admission.limit).inc()
+            retry = {"Retry-After": _fmt_seconds(math.ceil(admission.retry_after_s * 1000) / 1000)}
+            return error(429, admission.message, "rate_limit_error", admission.headers | retry)
+        released = [False]
+
+        def release() -> None:
+            # Idempotent: the stream's own end and the response's background task both call it,
+            # so a client that leaves before the body starts still gives its stream back.
+            if not released[0]:
+                released[0] = True
+                quotas.release(key)
+
         first_wait = cfg.latency_s + _jittered(rng, cfg.time_to_first_token_s, cfg.jitter)
         words_per_s = cfg.tokens_per_second * WORDS_PER_TOKEN
 
@@ -309,9 +461,13 @@ def create_sim_app(settings: SimSettings | None = None, *, seed: int | None = No
                         await asyncio.sleep(max(next_due, min(tick, all_due)))
             finally:
                 metrics.active.dec()
+                release()
 
         if not req.stream:
-            parts = [p async for p in paced()]
+            try:
+                parts = [p async for p in paced()]
+            finally:
+                release()
             metrics.requests.labels(status="200").inc()
             return JSONResponse(
                 {
@@ -327,7 +483,8 @@ def create_sim_app(settings: SimSettings | None = None, *, seed: int | None = No
                         }
                     ],
                     "usage": usage,
-                }
+                },
+                headers=admission.headers,
             )
 
         include_usage = bool((req.stream_options or {}).get("include_usage"))
@@ -361,7 +518,8 @@ def create_sim_app(settings: SimSettings | None = None, *, seed: int | None = No
         return StreamingResponse(
             events(),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **admission.headers},
+            background=BackgroundTask(release),
         )
 
     return app
