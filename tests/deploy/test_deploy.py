@@ -153,9 +153,20 @@ def test_compose_prometheus_scrapes_every_replica_under_the_rules_job_names() ->
 
 # --- kubernetes -----------------------------------------------------------------------------
 def test_the_prometheus_rule_holds_the_rules_of_alerts(overlays: dict[str, Objects]) -> None:
+    """The rules of alerts/, with the overlay's absolute links instead of the local ones."""
     rules = yaml.safe_load((ROOT / "alerts" / "bookgen.rules.yml").read_text())
-    for objects in overlays.values():
-        assert one(objects, "PrometheusRule", "bookgen")["spec"]["groups"] == rules["groups"]
+    for overlay, objects in overlays.items():
+        groups = one(objects, "PrometheusRule", "bookgen")["spec"]["groups"]
+        assert groups == deploy.relink(rules, deploy.overlay_links(overlay))["groups"]
+        links = [
+            url
+            for group in groups
+            for rule in group["rules"]
+            for key, url in rule.get("annotations", {}).items()
+            if key in ("runbook_url", "dashboard_url")
+        ]
+        assert links and all(url.startswith("https://") for url in links), overlay
+        assert not any("127.0.0.1" in url or url.startswith("alerts/") for url in links)
 
 
 def test_each_dashboard_is_a_configmap_for_the_grafana_sidecar(

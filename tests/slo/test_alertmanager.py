@@ -82,7 +82,7 @@ def test_every_inhibition_has_an_equal_list(spec: Spec) -> None:
     for rule in rules:
         assert rule["equal"], rule  # without one, a source silences every matching alert
     down = next(r for r in rules if "TargetDown" in r["source_matchers"][0])
-    assert set(down["equal"]) == {"job", "instance"}
+    assert set(down["equal"]) == {"namespace", "job", "instance"}
     assert "Watchdog" in down["target_matchers"][0] and "!~" in down["target_matchers"][0]
 
 
@@ -199,3 +199,24 @@ def test_the_local_stack_still_receives_every_alert(spec: Spec) -> None:
     hooked = {r["name"] for r in config["receivers"] if r.get("webhook_configs")}
     assert routed <= hooked
     assert {"page", "ticket", "watchdog"} <= routed
+
+
+def test_one_namespace_never_hides_or_joins_another(spec: Spec) -> None:
+    """Staging and production in one Alertmanager: a staging page hides no production ticket,
+    and their alerts are notified apart."""
+    page = {
+        **SERVICE,
+        "alertname": "BookGenAvailabilityErrorBudgetBurn",
+        "severity": "critical",
+        "slo": "availability",
+        "job": "bookgen",
+        "namespace": "bookgen-staging",
+    }
+    ticket = {**page, "alertname": "BookGenAPIErrorRateHigh", "severity": "warning"}
+    assert _inhibits(spec, page, ticket)
+    assert not _inhibits(spec, page, {**ticket, "namespace": "bookgen"})
+    down = {**SERVICE, "alertname": "BookGenTargetDown", "severity": "critical"}
+    target = {"job": "bookgen", "instance": "10.0.0.7:9100", "namespace": "bookgen-staging"}
+    memory = {**SERVICE, **target, "alertname": "BookGenWorkerMemoryHigh", "severity": "critical"}
+    assert not _inhibits(spec, {**down, **target, "namespace": "bookgen"}, memory)
+    assert "namespace" in alertmanager.render(spec)["route"]["group_by"]

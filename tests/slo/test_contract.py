@@ -176,6 +176,9 @@ def test_workers_dashboard(spec: Spec, root: Path) -> None:
     rss = panels["RSS per worker vs limit"]["targets"][0]["expr"]
     assert 'job="bookgen-worker"' in rss  # the section workers, not the API processes
     variable = next(v for v in board["templating"]["list"] if v["name"] == "worker")
-    assert variable["query"] == 'label_values(up{job="bookgen-worker"}, worker)'
+    assert variable["query"] == (
+        'label_values(up{job="bookgen-worker",namespace=~"$namespace"}, worker)'
+    )
     exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
-    assert "bookgen:workers_up:count" in exprs and "bookgen:workers_expected:max" in exprs
+    assert 'bookgen:workers_up:count{namespace=~"$namespace",job=~"$job"}' in exprs
+    assert 'bookgen:workers_expected:max{namespace=~"$namespace"}' in exprs

@@ -29,9 +29,12 @@ def test_sli_rules_for_every_slo_and_window(spec: Spec) -> None:
             assert len(matching) == 1, (slo, window)
             expr = str(matching[0]["expr"])
             numerator, denominator = expr.split("\n/\n")
-            assert "sum(rate(" in numerator
+            assert "sum by (namespace, job) (rate(" in numerator
             # No events, no sample: an idle window must not record NaN.
-            assert denominator.startswith("(sum(rate(") and denominator.endswith(") > 0)")
+            assert denominator.startswith("(sum by (namespace, job) (rate(")
+            assert denominator.endswith(") > 0)")
+            # A bare vector(0) has no namespace or job: it would match no group.
+            assert "vector(0)" not in expr
             assert f"[{window}]" in expr
 
 
@@ -108,7 +111,8 @@ def test_queue_full_reads_what_the_service_counts(spec: Spec) -> None:
     assert alert.expr == "bookgen:jobs_rejected_queue_full:increase5m > 0"
     records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
     assert records["bookgen:jobs_rejected_queue_full:increase5m"] == (
-        'sum(increase(bookgen_jobs_rejected_total{reason="queue_full"}[5m]))'
+        "sum by (namespace, job) (increase(bookgen_jobs_rejected_total"
+        '{reason="queue_full",job=~"bookgen|bookgen-worker"}[5m]))'
     )
     assert alert.severity == "warning"
     for a in alerts(spec):
@@ -132,7 +136,8 @@ def test_every_threshold_alert_that_divides_has_a_traffic_floor(spec: Spec, prof
     ]
     assert {a.key for a in dividing} >= {"api_latency", "error_rate", "llm_errors"}
     for alert in dividing:
-        assert "sum(increase(" in alert.expr and " >= " in alert.expr, alert.name
+        assert "sum by (namespace, job) (increase(" in alert.expr, alert.name
+        assert " >= " in alert.expr and "and on(namespace, job)" in alert.expr, alert.name
 
 
 def test_only_pages_that_users_feel_are_critical(spec: Spec) -> None:
@@ -177,7 +182,9 @@ def test_unknown_profile_refused(spec: Spec) -> None:
 
 def test_queued_is_aggregated_with_max(spec: Spec) -> None:
     records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
-    assert records["bookgen:jobs_queued:max"] == "max(bookgen_jobs_queued)"
+    assert records["bookgen:jobs_queued:max"] == (
+        'max by (namespace, job) (bookgen_jobs_queued{job="bookgen"})'
+    )
 
 
 def _alert(spec: Spec, key: str, profile: str = "default") -> Alert:
@@ -187,22 +194,33 @@ def _alert(spec: Spec, key: str, profile: str = "default") -> Alert:
 def test_live_workers_are_counted_not_watched_one_by_one(spec: Spec) -> None:
     records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
     assert records["bookgen:workers_up:count"] == (
-        'count(up{job="bookgen-worker"} == 1) or vector(0)'
+        'count by (namespace, job) (up{job="bookgen-worker"} == 1)\nor\n'
+        'label_replace(max by (namespace) (bookgen_workers_expected{job="bookgen"}) * 0, '
+        '"job", "bookgen-worker", "", "")'
     )
-    assert records["bookgen:workers_expected:max"] == "max(bookgen_workers_expected)"
+    assert records["bookgen:workers_expected:max"] == (
+        'max by (namespace, job) (bookgen_workers_expected{job="bookgen"})'
+    )
     missing, none = _alert(spec, "workers_missing"), _alert(spec, "workers_none")
     assert missing.name == none.name  # so the page inhibits the ticket (same alertname)
     assert (missing.severity, none.severity) == ("warning", "critical")
-    assert missing.expr == "bookgen:workers_expected:max - bookgen:workers_up:count > 0"
-    assert "bookgen:workers_up:count == 0" in none.expr and "> 0" in none.expr
+    assert missing.expr == (
+        "bookgen:workers_expected:max - on(namespace) group_right() bookgen:workers_up:count > 0"
+    )
+    assert "(bookgen:workers_up:count == 0) > 0" in none.expr
 
 
 def test_worker_load_is_queued_plus_running_over_live_slots(spec: Spec) -> None:
     records = {str(r["record"]): str(r["expr"]) for r in _records(spec, "default")}
-    assert records["bookgen:sections:max"] == "max by (state) (bookgen_sections)"
-    assert records["bookgen:worker_slots:sum"] == 'sum(bookgen_worker_slots{job="bookgen-worker"})'
+    assert records["bookgen:sections:max"] == (
+        'max by (namespace, job, state) (bookgen_sections{job="bookgen"})'
+    )
+    assert records["bookgen:worker_slots:sum"] == (
+        'sum by (namespace, job) (bookgen_worker_slots{job="bookgen-worker"})'
+    )
     assert records["bookgen:worker_load:ratio"] == (
-        "sum(bookgen:sections:max)\n/\nbookgen:worker_slots:sum"
+        "sum by (namespace) (bookgen:sections:max)\n/ on(namespace) group_right()\n"
+        "bookgen:worker_slots:sum"
     )
 
 

@@ -17,6 +17,9 @@ from bookgen.slo.yamlio import dump_yaml
 SECRETS_DIR = "/etc/alertmanager/secrets"
 RECEIVERS = {"critical": "page", "warning": "ticket", "info": "watchdog"}
 DEFAULT_RECEIVER = "default"
+# One SLI: the SLIs are recorded per namespace and job, so a page in one deployment (or tier)
+# hides nothing in another.
+SAME_SLI = [names.NAMESPACE_LABEL, names.JOB_LABEL, names.SERVICE_LABEL, names.SLO_LABEL]
 EXAMPLE_RECEIVERS = ("email-example", "pagerduty-example", "slack-example")
 
 
@@ -82,7 +85,14 @@ def render(
     return {
         "route": {
             "receiver": DEFAULT_RECEIVER,
-            "group_by": ["alertname", names.SERVICE_LABEL, names.SLO_LABEL, "severity"],
+            # By namespace too: staging's alerts never join production's notification.
+            "group_by": [
+                "alertname",
+                names.NAMESPACE_LABEL,
+                names.SERVICE_LABEL,
+                names.SLO_LABEL,
+                "severity",
+            ],
             **timing,
             "routes": [
                 {
@@ -101,19 +111,19 @@ def render(
             {
                 "source_matchers": ['severity="critical"'],
                 "target_matchers": ['severity="warning"'],
-                "equal": ["alertname", names.SERVICE_LABEL, names.SLO_LABEL],
+                "equal": ["alertname", *SAME_SLI],
             },
             # An SLO's page hides every ticket on the same SLI (the threshold error ratios).
             {
                 "source_matchers": ['severity="critical"', on_slo],
                 "target_matchers": ['severity="warning"', on_slo],
-                "equal": [names.SERVICE_LABEL, names.SLO_LABEL],
+                "equal": SAME_SLI,
             },
             # A target that cannot be scraped hides only the alerts read from that target.
             {
                 "source_matchers": [f'alertname=~"{"|".join(down)}"'],
                 "target_matchers": [f'alertname!~"{"|".join([*down, names.WATCHDOG])}"'],
-                "equal": ["job", "instance"],
+                "equal": [names.NAMESPACE_LABEL, names.JOB_LABEL, "instance"],
             },
         ],
         "receivers": [

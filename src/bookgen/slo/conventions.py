@@ -12,6 +12,9 @@ SLO_LABEL = "slo"
 # Identity labels of every SLO series (Sloth's sloth_service, sloth_window).
 SERVICE_LABEL = "service"
 WINDOW_LABEL = "window"
+# Labels every aggregation keeps, so one Prometheus can hold several deployments.
+NAMESPACE_LABEL = "namespace"
+JOB_LABEL = "job"
 SEVERITIES = ("critical", "warning", "info")
 PROFILES = ("default", "fast")
 

@@ -15,12 +15,19 @@ from grafana_foundation_sdk.models import prometheus as pm
 
 from bookgen.slo import conventions as names
 from bookgen.slo import rules
+from bookgen.slo.selectors import Scope
 from bookgen.slo.spec import Spec
 
 DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
-W = '{worker=~"$worker"}'
-VARIABLES = {"$__rate_interval": "1m", "$worker": ".*", "${datasource}": names.DATASOURCE_UID}
+WORKER = 'worker=~"$worker"'
+VARIABLES = {
+    "$__rate_interval": "1m",
+    "$worker": ".*",
+    "$namespace": ".*",
+    "$job": ".*",
+    "${datasource}": names.DATASOURCE_UID,
+}
 FILES = {
     "bookgen-overview": "BookGen / Overview",
     "bookgen-service": "BookGen / Service (RED)",
@@ -35,6 +42,7 @@ FILES = {
 class Query:
     expr: str
     legend: str = ""
+    exemplar: bool = False  # trace links on the points of a latency histogram
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ def _q(queries: Sequence[Query]) -> list[prometheus.Dataquery]:
         .legend_format(q.legend or "__auto")
         .ref_id(chr(ord("A") + i))
         .datasource(DS)
+        .exemplar(q.exemplar)
         for i, q in enumerate(queries)
     ]
 
@@ -130,19 +139,36 @@ def _series(
     return panel
 
 
-def _base(spec: Spec, uid: str, job: str | None = None) -> dashboard.Dashboard:
-    """A dashboard whose `worker` variable lists the processes of `job` (the API by default)."""
-    label = spec.scrape.worker_label
-    worker = (
-        dashboard.QueryVariable("worker")
-        .label("Worker")
+def _variable(name: str, label: str, query: str) -> dashboard.QueryVariable:
+    # "All" is `.*`, which also matches a label that is absent: `bookgen up` on one machine has
+    # no namespace label, and the panels still show its series.
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
         .datasource(DS)
-        .query(f'label_values(up{{job="{job or spec.scrape.api_job}"}}, {label})')
+        .query(query)
         .include_all(True)
         .multi(True)
         .all_value(".*")
         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
     )
+
+
+def _base(spec: Spec, uid: str, job: str | None = None) -> dashboard.Dashboard:
+    """A dashboard with `namespace` and `job` variables (kubernetes-mixin's), and a `worker`
+    variable listing the processes of `job` (the API by default)."""
+    label = spec.scrape.worker_label
+    cluster = [spec.selectors.cluster] if spec.selectors.cluster else []
+    service_jobs = f'job=~"{"|".join(_jobs(spec))}"'
+    in_namespace = [*cluster, 'namespace=~"$namespace"']
+    namespace = _variable(
+        "namespace", "Namespace", f"label_values({_up([service_jobs, *cluster])}, namespace)"
+    )
+    job_variable = _variable(
+        "job", "Job", f"label_values({_up([service_jobs, *in_namespace])}, job)"
+    )
+    own = f'job="{job or spec.scrape.api_job}"'
+    worker = _variable("worker", "Worker", f"label_values({_up([own, *in_namespace])}, {label})")
     return (
         dashboard.Dashboard(FILES[uid])
         .uid(names.dashboard_uid(uid))
@@ -152,8 +178,14 @@ def _base(spec: Spec, uid: str, job: str | None = None) -> dashboard.Dashboard:
         .time("now-1h", "now")
         .timezone("utc")
         .with_variable(dashboard.DatasourceVariable("datasource").type("prometheus"))
+        .with_variable(namespace)
+        .with_variable(job_variable)
         .with_variable(worker)
     )
+
+
+def _up(matchers: list[str]) -> str:
+    return f"up{{{','.join(matchers)}}}"
 
 
 def _overview(spec: Spec) -> dashboard.Dashboard:
@@ -164,16 +196,22 @@ def _overview(spec: Spec) -> dashboard.Dashboard:
     llm = spec.slo(t.llm_errors.slo)
     q = round(t.api_latency.quantile * 100)
     bq = round(t.book_time.quantile * 100)
-    p95 = Query(names.service_rule("http_request_duration_seconds", f"p{q}_5m"), f"p{q}")
-    errors = Query(f'{names.sli_error_rule("5m")}{{slo="{t.error_rate.slo}"}}', "error ratio")
-    rss = Query(f"max({t.memory.metric.promql()})", "max RSS")
-    done = Query(names.service_rule("jobs_completed", "increase1h"), "books / 1h")
-    book = Query(names.service_rule("job_duration_seconds", f"p{bq}_1h"), f"p{bq}")
-    oldest = Query(names.service_rule("job_oldest_running_age_seconds", "max"), "oldest running")
-    rejected = Query(
-        names.service_rule("jobs_rejected_queue_full", "increase5m"), "refused, queue full / 5m"
+    sc = Scope(spec, dashboard=True)
+    rec = sc.recorded
+    sli = names.sli_error_rule("5m")
+    p95 = Query(rec(names.service_rule("http_request_duration_seconds", f"p{q}_5m")), f"p{q}")
+    errors = Query(rec(sli, f'slo="{t.error_rate.slo}"'), "error ratio")
+    rss = Query(f"max {sc.by()} ({sc.series(t.memory.metric)})", "max RSS")
+    done = Query(_jobless(sc, names.service_rule("jobs_completed", "increase1h")), "books / 1h")
+    book = Query(rec(names.service_rule("job_duration_seconds", f"p{bq}_1h")), f"p{bq}")
+    oldest = Query(
+        rec(names.service_rule("job_oldest_running_age_seconds", "max")), "oldest running"
     )
-    llm_err = Query(f'{names.sli_error_rule("5m")}{{slo="{t.llm_errors.slo}"}}', "LLM errors")
+    rejected = Query(
+        rec(names.service_rule("jobs_rejected_queue_full", "increase5m")),
+        "refused, queue full / 5m",
+    )
+    llm_err = Query(rec(sli, f'slo="{t.llm_errors.slo}"'), "LLM errors")
     layout = Layout()
     d = _base(spec, "bookgen-overview")
     stats = [
@@ -216,7 +254,7 @@ def _overview(spec: Spec) -> dashboard.Dashboard:
         _series(
             layout,
             "RSS per worker vs limit",
-            [Query(f"{t.memory.metric.metric}{W}", "worker {{worker}}")],
+            [Query(sc.series(t.memory.metric, WORKER), "worker {{worker}}")],
             "bytes",
             Limit(t.memory.max_bytes),
         )
@@ -237,11 +275,16 @@ def _overview(spec: Spec) -> dashboard.Dashboard:
         _series(
             layout,
             "Scrape targets up",
-            [Query(f'up{{job=~"{"|".join(_jobs(spec))}"}}', "{{job}} {{worker}}")],
+            [Query(sc.target("up", f'job=~"{"|".join(_jobs(spec))}"'), "{{job}} {{worker}}")],
             "short",
         )
     )
     return d
+
+
+def _jobless(scope: Scope, record: str) -> str:
+    """A record summed over the tiers (no job label): the job variable does not apply."""
+    return scope.recorded(record).replace(',job=~"$job"', "")
 
 
 def _jobs(spec: Spec) -> list[str]:
@@ -254,35 +297,44 @@ def _service(spec: Spec) -> dashboard.Dashboard:
     assert lat is not None
     h = lat.histogram
     mem = spec.targets.memory
+    sc = Scope(spec, dashboard=True)
+    by = sc.by
+
+    def rate(metric: str) -> str:
+        return f"rate({sc.metric(metric, WORKER)}[{RATE}])"
+
     layout = Layout()
     d = _base(spec, "bookgen-service")
     panels = [
         (
             "Requests per second by route",
-            [Query(f"sum by (route) (rate(bookgen_http_requests_total{W}[{RATE}]))", "{{route}}")],
+            [Query(f"sum {by('route')} ({rate('bookgen_http_requests_total')})", "{{route}}")],
             "reqps",
             None,
         ),
         (
             "Requests per second by status",
             [
-                Query(
-                    f"sum by (status) (rate(bookgen_http_requests_total{W}[{RATE}]))", "{{status}}"
-                ),
-                Query(names.service_rule("http_requests", "rate5m"), "all (5m)"),
+                Query(f"sum {by('status')} ({rate('bookgen_http_requests_total')})", "{{status}}"),
+                Query(sc.recorded(names.service_rule("http_requests", "rate5m")), "all (5m)"),
             ],
             "reqps",
             None,
         ),
         (
             "5xx ratio vs budget (5m)",
-            [Query(f'{names.sli_error_rule("5m")}{{slo="{spec.targets.error_rate.slo}"}}', "5xx")],
+            [
+                Query(
+                    sc.recorded(names.sli_error_rule("5m"), f'slo="{spec.targets.error_rate.slo}"'),
+                    "5xx",
+                )
+            ],
             "percentunit",
             Limit(spec.slo(spec.targets.error_rate.slo).error_budget),
         ),
         (
             "Throttled (429) ratio: rate limits and a full queue, never an error",
-            [Query(rules.throttled_rule(spec), "429")],
+            [Query(sc.recorded(rules.throttled_rule(spec)), "429")],
             "percentunit",
             None,
         ),
@@ -290,7 +342,9 @@ def _service(spec: Spec) -> dashboard.Dashboard:
             "Duration p50 / p95 / p99",
             [
                 Query(
-                    f"histogram_quantile({qq}, sum by (le) (rate({h}_bucket{W}[{RATE}])))", f"p{p}"
+                    f"histogram_quantile({qq}, sum {by('le')} ({rate(f'{h}_bucket')}))",
+                    f"p{p}",
+                    exemplar=True,
                 )
                 for qq, p in (("0.5", 50), ("0.95", 95), ("0.99", 99))
             ],
@@ -301,8 +355,9 @@ def _service(spec: Spec) -> dashboard.Dashboard:
             "Duration p95 by route",
             [
                 Query(
-                    f"histogram_quantile(0.95, sum by (le, route) (rate({h}_bucket{W}[{RATE}])))",
+                    f"histogram_quantile(0.95, sum {by('le', 'route')} ({rate(f'{h}_bucket')}))",
                     "{{route}}",
+                    exemplar=True,
                 )
             ],
             "s",
@@ -310,35 +365,45 @@ def _service(spec: Spec) -> dashboard.Dashboard:
         ),
         (
             "Requests in flight",
-            [Query(f"sum(bookgen_http_requests_in_flight{W})", "in flight")],
+            [
+                Query(
+                    f"sum {by()} ({sc.metric('bookgen_http_requests_in_flight', WORKER)})",
+                    "in flight",
+                )
+            ],
             "short",
             None,
         ),
         (
             "RSS per worker",
-            [Query(f"{mem.metric.metric}{W}", "worker {{worker}}")],
+            [Query(sc.series(mem.metric, WORKER), "worker {{worker}}")],
             "bytes",
             Limit(mem.max_bytes),
         ),
         (
             "CPU per worker",
-            [Query(f"rate(bookgen_process_cpu_seconds_total{W}[{RATE}])", "worker {{worker}}")],
+            [Query(rate("bookgen_process_cpu_seconds_total"), "worker {{worker}}")],
             "percentunit",
             None,
         ),
         (
             "Open file descriptors",
-            [Query(f"bookgen_process_open_fds{W}", "worker {{worker}}")],
+            [Query(sc.metric("bookgen_process_open_fds", WORKER), "worker {{worker}}")],
             "short",
             None,
         ),
-        ("Threads", [Query(f"bookgen_process_threads{W}", "worker {{worker}}")], "short", None),
+        (
+            "Threads",
+            [Query(sc.metric("bookgen_process_threads", WORKER), "worker {{worker}}")],
+            "short",
+            None,
+        ),
         (
             "Event loop lag p99",
             [
                 Query(
-                    "histogram_quantile(0.99, sum by (le, worker) "
-                    f"(rate(bookgen_event_loop_lag_seconds_bucket{W}[{RATE}])))",
+                    f"histogram_quantile(0.99, sum {by('le', 'worker')} "
+                    f"({rate('bookgen_event_loop_lag_seconds_bucket')}))",
                     "worker {{worker}}",
                 )
             ],
@@ -347,7 +412,7 @@ def _service(spec: Spec) -> dashboard.Dashboard:
         ),
         (
             "Build info",
-            [Query(f"bookgen_build_info{W}", "{{version}} py{{python_version}}")],
+            [Query(sc.metric("bookgen_build_info", WORKER), "{{version}} py{{python_version}}")],
             "short",
             None,
         ),
@@ -362,13 +427,19 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
     layout = Layout()
     d = _base(spec, "bookgen-jobs-llm")
     genai = "gen_ai_client_operation_duration_seconds"
+    sc = Scope(spec, dashboard=True)
+    by, rec = sc.by, sc.recorded
+
+    def rate(metric: str) -> str:
+        return f"rate({sc.metric(metric)}[{RATE}])"
+
     panels = [
         (
             "Jobs submitted and finished per minute",
             [
-                Query(f"sum(rate(bookgen_jobs_submitted_total[{RATE}])) * 60", "submitted"),
+                Query(f"sum {by()} ({rate('bookgen_jobs_submitted_total')}) * 60", "submitted"),
                 Query(
-                    f"sum by (outcome) (rate(bookgen_jobs_finished_total[{RATE}])) * 60",
+                    f"sum {by('outcome')} ({rate('bookgen_jobs_finished_total')}) * 60",
                     "{{outcome}}",
                 ),
             ],
@@ -377,50 +448,64 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
         ),
         (
             "Books completed per hour",
-            [Query(names.service_rule("jobs_completed", "increase1h"), "completed / 1h")],
+            [
+                Query(
+                    _jobless(sc, names.service_rule("jobs_completed", "increase1h")),
+                    "completed / 1h",
+                )
+            ],
             "short",
             Limit(t.throughput.min_per_hour, above=False),
         ),
         (
             "Queue vs capacity",
             [
-                Query(names.service_rule("jobs_queued", "max"), "queued"),
-                Query(names.service_rule("job_queue_capacity", "max"), "capacity"),
-                Query("sum(bookgen_jobs_running)", "running"),
+                Query(rec(names.service_rule("jobs_queued", "max")), "queued"),
+                Query(rec(names.service_rule("job_queue_capacity", "max")), "capacity"),
+                Query(f"max {by()} ({sc.metric('bookgen_jobs_running')})", "running"),
             ],
             "short",
             None,
         ),
         (
             "Oldest book waiting to start vs limit",
-            [Query(rules.OLDEST_QUEUED_JOB, "oldest waiting")],
+            [Query(rec(rules.OLDEST_QUEUED_JOB), "oldest waiting")],
             "s",
             Limit(t.book_wait.max_wait),
         ),
         (
             "Refused submissions by reason (5m)",
-            [Query("sum by (reason) (increase(bookgen_jobs_rejected_total[5m]))", "{{reason}}")],
+            [
+                Query(
+                    f"sum {by('reason')} "
+                    f"(increase({sc.metric('bookgen_jobs_rejected_total')}[5m]))",
+                    "{{reason}}",
+                )
+            ],
             "short",
             None,
         ),
         (
             "Book time p95 and oldest running job",
             [
-                Query(names.service_rule("job_duration_seconds", "p95_1h"), "p95 (1h)"),
-                Query(f"bookgen_job_oldest_running_age_seconds{W}", "oldest, worker {{worker}}"),
+                Query(rec(names.service_rule("job_duration_seconds", "p95_1h")), "p95 (1h)"),
+                Query(
+                    sc.metric("bookgen_job_oldest_running_age_seconds", WORKER),
+                    "oldest, worker {{worker}}",
+                ),
             ],
             "s",
             Limit(t.book_time.max_seconds),
         ),
         (
             "Sections written per minute by kind",
-            [Query(f"sum by (kind) (rate(bookgen_chapters_total[{RATE}])) * 60", "{{kind}}")],
+            [Query(f"sum {by('kind')} ({rate('bookgen_chapters_total')}) * 60", "{{kind}}")],
             "short",
             None,
         ),
         (
             "Words per second",
-            [Query(f"sum(rate(bookgen_words_total[{RATE}]))", "words")],
+            [Query(f"sum {by()} ({rate('bookgen_words_total')})", "words")],
             "short",
             None,
         ),
@@ -428,8 +513,8 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
             "Chapter length deviation p95",
             [
                 Query(
-                    "histogram_quantile(0.95, sum by (le) "
-                    f"(rate(bookgen_chapter_length_deviation_ratio_bucket[{RATE}])))",
+                    f"histogram_quantile(0.95, sum {by('le')} "
+                    f"({rate('bookgen_chapter_length_deviation_ratio_bucket')}))",
                     "p95",
                 )
             ],
@@ -440,7 +525,7 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
             "Length fix passes per minute",
             [
                 Query(
-                    f"sum by (action) (rate(bookgen_length_fix_attempts_total[{RATE}])) * 60",
+                    f"sum {by('action')} ({rate('bookgen_length_fix_attempts_total')}) * 60",
                     "{{action}}",
                 )
             ],
@@ -451,7 +536,7 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
             "LLM calls per second by model",
             [
                 Query(
-                    f"sum by (gen_ai_request_model) (rate({genai}_count[{RATE}]))",
+                    f"sum {by('gen_ai_request_model')} ({rate(f'{genai}_count')})",
                     "{{gen_ai_request_model}}",
                 )
             ],
@@ -460,7 +545,7 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
         ),
         (
             "LLM error ratio (5m)",
-            [Query(f'{names.sli_error_rule("5m")}{{slo="{t.llm_errors.slo}"}}', "errors")],
+            [Query(rec(names.sli_error_rule("5m"), f'slo="{t.llm_errors.slo}"'), "errors")],
             "percentunit",
             Limit(spec.slo(t.llm_errors.slo).error_budget),
         ),
@@ -468,12 +553,15 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
             "LLM call duration p95 and time to first chunk p95",
             [
                 Query(
-                    f"histogram_quantile(0.95, sum by (le) (rate({genai}_bucket[{RATE}])))", "call"
+                    f"histogram_quantile(0.95, sum {by('le')} ({rate(f'{genai}_bucket')}))",
+                    "call",
+                    exemplar=True,
                 ),
                 Query(
-                    "histogram_quantile(0.95, sum by (le) (rate("
-                    f"gen_ai_client_operation_time_to_first_chunk_seconds_bucket[{RATE}])))",
+                    f"histogram_quantile(0.95, sum {by('le')} "
+                    f"({rate('gen_ai_client_operation_time_to_first_chunk_seconds_bucket')}))",
                     "first chunk",
+                    exemplar=True,
                 ),
             ],
             "s",
@@ -483,7 +571,7 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
             "Tokens per second by type",
             [
                 Query(
-                    f"sum by (gen_ai_token_type) (rate(gen_ai_client_token_usage_sum[{RATE}]))",
+                    f"sum {by('gen_ai_token_type')} ({rate('gen_ai_client_token_usage_sum')})",
                     "{{gen_ai_token_type}}",
                 )
             ],
@@ -492,11 +580,7 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
         ),
         (
             "LLM retries per minute by reason",
-            [
-                Query(
-                    f"sum by (reason) (rate(bookgen_llm_retries_total[{RATE}])) * 60", "{{reason}}"
-                )
-            ],
+            [Query(f"sum {by('reason')} ({rate('bookgen_llm_retries_total')}) * 60", "{{reason}}")],
             "short",
             None,
         ),
@@ -504,8 +588,8 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
             "LLM spend (USD per hour)",
             [
                 Query(
-                    "sum by (gen_ai_request_model) "
-                    f"(rate(bookgen_llm_cost_usd_total[{RATE}])) * 3600",
+                    f"sum {by('gen_ai_request_model')} "
+                    f"({rate('bookgen_llm_cost_usd_total')}) * 3600",
                     "{{gen_ai_request_model}}",
                 )
             ],
@@ -521,26 +605,28 @@ def _jobs_llm(spec: Spec) -> dashboard.Dashboard:
 def _slo(spec: Spec) -> dashboard.Dashboard:
     layout = Layout()
     d = _base(spec, "bookgen-slo")
+    rec = Scope(spec, dashboard=True).recorded
     for name, slo in sorted(spec.slos.items()):
-        sel = f'{{slo="{name}"}}'
         d = d.with_panel(
             _stat(
                 layout,
                 f"{slo.title}: budget left",
-                Query(f"{names.BUDGET_REMAINING_RULE}{sel}", "remaining"),
+                Query(rec(names.BUDGET_REMAINING_RULE, f'slo="{name}"'), "remaining"),
                 "percentunit",
                 Limit(0, above=False),
                 f"{names.format_duration(spec.period)} error budget left",
             )
         )
     for name, slo in sorted(spec.slos.items()):
-        sel = f'{{slo="{name}"}}'
+        own = f'slo="{name}"'
+        # The SLO's constants carry no namespace or job: one for every deployment.
+        sel = f"{{{own}}}"
         windows = sorted({w for pair in spec.burn_rates for w in (pair.long, pair.short)})
         burn = [
             Query(
-                f"{names.sli_error_rule(names.window_suffix(w))}{sel} / on(slo) "
+                f"{rec(names.sli_error_rule(names.window_suffix(w)), own)} / on(slo) group_left() "
                 f"{names.ERROR_BUDGET_RULE}{sel}",
-                names.window_suffix(w),
+                "{{namespace}} {{job}} " + names.window_suffix(w),
             )
             for w in windows
         ]
@@ -553,7 +639,7 @@ def _slo(spec: Spec) -> dashboard.Dashboard:
                 layout,
                 f"{slo.title}: error ratio vs budget",
                 [
-                    Query(f"{names.sli_error_rule('1h')}{sel}", "1h"),
+                    Query(rec(names.sli_error_rule("1h"), own), "{{namespace}} {{job}} 1h"),
                     Query(f"{names.ERROR_BUDGET_RULE}{sel}", "budget"),
                     Query(f"1 - {names.OBJECTIVE_RULE}{sel}", "1 - objective"),
                 ],
@@ -566,7 +652,9 @@ def _slo(spec: Spec) -> dashboard.Dashboard:
 def _alerts(spec: Spec) -> dashboard.Dashboard:
     layout = Layout()
     d = _base(spec, "bookgen-alerts")
-    firing = 'ALERTS{alertstate="firing"}'
+    # `|` also matches alerts without a namespace (Watchdog, a Prometheus without one).
+    own = f'{names.SERVICE_LABEL}="{spec.service}",namespace=~"$namespace|"'
+    firing = f'ALERTS{{alertstate="firing",{own}}}'
     d = d.with_panel(
         _stat(
             layout,
@@ -592,7 +680,7 @@ def _alerts(spec: Spec) -> dashboard.Dashboard:
         .datasource(DS)
         .grid_pos(layout.next(24, 10))
     )
-    for target in _q([Query("ALERTS")]):
+    for target in _q([Query(f"ALERTS{{{own}}}")]):
         panel = panel.with_target(target.instant().format(pm.PromQueryFormat.TABLE))
     return d.with_panel(panel)
 
@@ -601,23 +689,33 @@ def _workers(spec: Spec) -> dashboard.Dashboard:
     """The section worker tier: liveness, load, backlog, outcomes, memory and dependencies."""
     w, sc = spec.workers, spec.scrape
     f = w.failures
-    wk = f'{{job="{sc.worker_job}",{spec.scrape.worker_label}=~"$worker"}}'
+    scope = Scope(spec, dashboard=True)
+    by, rec = scope.by, scope.recorded
+    wk = f'{spec.scrape.worker_label}=~"$worker"'
+    done = 'outcome="completed"'
     max_wait = w.backlog.max_wait
     window = names.format_duration(f.window)
-    missing = Query(f"{rules.WORKERS_EXPECTED} - {rules.WORKERS_UP}", "missing")
-    load = Query(rules.WORKER_LOAD, "load")
-    oldest = Query(rules.OLDEST_QUEUED, "oldest queued")
-    failed = f"sum(increase({f.failed.promql()}[{window}]))"
-    finished = f"sum(increase({f.finished.promql()}[{window}]))"
-    failure_ratio = Query(f"({failed} or vector(0)) / {finished}", f"failed ({window})")
+    # The API's figures against the workers', matched by namespace as the rules do.
+    across = "on(namespace) group_right()"
+    missing = Query(
+        f"{_jobless(scope, rules.WORKERS_EXPECTED)} - {across} {rec(rules.WORKERS_UP)}", "missing"
+    )
+    load = Query(rec(rules.WORKER_LOAD), "load")
+    oldest = Query(rec(rules.OLDEST_QUEUED), "oldest queued")
+    failed = f"sum {by()} (increase({scope.series(f.failed)}[{window}]))"
+    finished = f"sum {by()} (increase({scope.series(f.finished)}[{window}]))"
+    failure_ratio = Query(f"({failed} or {finished} * 0) / {finished}", f"failed ({window})")
     deps = [(sc.broker_job, names.BROKER_UP), (sc.store_job, names.STORE_UP)]
+
+    def target(metric: str, job: str, *extra: str) -> str:
+        return scope.target(metric, f'job="{job}"', *extra)
 
     def server_up(job: str, exporter_up: str) -> str:
         # The exporter's verdict while it answers; once it is down its series go stale and
         # the target's own `up` (0) shows instead.
-        return f'min({exporter_up}{{job="{job}"}} or up{{job="{job}"}})'
+        return f"min {by()} ({target(exporter_up, job)} or {target('up', job)})"
 
-    queue = f'{names.CELERY_QUEUE_LENGTH}{{job="{sc.celery_job}",queue_name="{w.queue}"}}'
+    queue = target(names.CELERY_QUEUE_LENGTH, sc.celery_job, f'queue_name="{w.queue}"')
     layout = Layout()
     d = _base(spec, "bookgen-workers", sc.worker_job)
     stats = [
@@ -652,10 +750,10 @@ def _workers(spec: Spec) -> dashboard.Dashboard:
         (
             "Workers up vs expected",
             [
-                Query(rules.WORKERS_UP, "up (counted)"),
-                Query(rules.WORKERS_EXPECTED, "expected"),
+                Query(rec(rules.WORKERS_UP), "up (counted)"),
+                Query(_jobless(scope, rules.WORKERS_EXPECTED), "expected"),
                 Query(
-                    f'count({names.CELERY_WORKER_UP}{{job="{sc.celery_job}"}} == 1)',
+                    f"count {by()} ({target(names.CELERY_WORKER_UP, sc.celery_job)} == 1)",
                     "heartbeating (celery-exporter)",
                 ),
             ],
@@ -665,9 +763,9 @@ def _workers(spec: Spec) -> dashboard.Dashboard:
         (
             "Sections queued and running vs slots",
             [
-                Query(rules.SECTIONS, "{{state}}"),
-                Query(rules.WORKER_SLOTS, "slots"),
-                Query(f"sum({queue})", "in the broker queue"),
+                Query(_jobless(scope, rules.SECTIONS), "{{state}}"),
+                Query(rec(rules.WORKER_SLOTS), "slots"),
+                Query(f"sum {by()} ({queue})", "in the broker queue"),
             ],
             "short",
             None,
@@ -678,11 +776,13 @@ def _workers(spec: Spec) -> dashboard.Dashboard:
             "Section task outcomes per minute",
             [
                 Query(
-                    f"sum by (outcome) (rate(bookgen_section_tasks_total{wk}[{RATE}])) * 60",
+                    f"sum {by('outcome')} "
+                    f"(rate({scope.metric('bookgen_section_tasks_total', wk)}[{RATE}])) * 60",
                     "{{outcome}}",
                 ),
                 Query(
-                    f"sum(rate(bookgen_section_redeliveries_total{wk}[{RATE}])) * 60",
+                    f"sum {by()} (rate("
+                    f"{scope.metric('bookgen_section_redeliveries_total', wk)}[{RATE}])) * 60",
                     "redelivered",
                 ),
             ],
@@ -694,10 +794,11 @@ def _workers(spec: Spec) -> dashboard.Dashboard:
             "Section task duration p95 by kind",
             [
                 Query(
-                    "histogram_quantile(0.95, sum by (le, kind) (rate("
-                    f'bookgen_section_task_duration_seconds_bucket{{job="{sc.worker_job}",'
-                    f'outcome="completed"}}[{RATE}])))',
+                    f"histogram_quantile(0.95, sum {by('le', 'kind')} (rate("
+                    f"{scope.metric('bookgen_section_task_duration_seconds_bucket', wk, done)}"
+                    f"[{RATE}])))",
                     "{{kind}}",
+                    exemplar=True,
                 )
             ],
             "s",
@@ -706,15 +807,20 @@ def _workers(spec: Spec) -> dashboard.Dashboard:
         (
             "Sections running per worker vs slots",
             [
-                Query(f"{w.running.metric}{wk}", "running, worker {{worker}}"),
-                Query(f"{w.slots.metric}{wk}", "slots, worker {{worker}}"),
+                Query(scope.series(w.running, wk), "running, worker {{worker}}"),
+                Query(scope.series(w.slots, wk), "slots, worker {{worker}}"),
             ],
             "short",
             None,
         ),
         (
             "RSS per worker vs limit",
-            [Query(f"{spec.targets.memory.metric.metric}{wk}", "worker {{worker}}")],
+            [
+                Query(
+                    target(spec.targets.memory.metric.metric, sc.worker_job, wk),
+                    "worker {{worker}}",
+                )
+            ],
             "bytes",
             Limit(spec.targets.memory.max_bytes),
         ),
@@ -722,8 +828,9 @@ def _workers(spec: Spec) -> dashboard.Dashboard:
             "LLM calls per second per worker",
             [
                 Query(
-                    f"sum by ({sc.worker_label}) "
-                    f"(rate(gen_ai_client_operation_duration_seconds_count{wk}[{RATE}]))",
+                    f"sum {by(sc.worker_label)} (rate("
+                    f"{target('gen_ai_client_operation_duration_seconds_count', sc.worker_job, wk)}"
+                    f"[{RATE}]))",
                     "worker {{worker}}",
                 )
             ],
@@ -732,8 +839,13 @@ def _workers(spec: Spec) -> dashboard.Dashboard:
         ),
         (
             "Broker and store up",
-            [Query(f'up{{job=~"{sc.broker_job}|{sc.store_job}|{sc.celery_job}"}}', "{{job}}")]
-            + [Query(f'{metric}{{job="{job}"}}', f"{metric}") for job, metric in deps],
+            [
+                Query(
+                    scope.target("up", f'job=~"{sc.broker_job}|{sc.store_job}|{sc.celery_job}"'),
+                    "{{job}}",
+                )
+            ]
+            + [Query(target(metric, job), f"{metric}") for job, metric in deps],
             "short",
             None,
         ),

@@ -129,10 +129,16 @@ class World:
     tick_s: int
     idle: bool = False
     series: Series = field(default_factory=dict)
+    namespace: str = ""  # as Kubernetes service discovery labels every target; none locally
+
+    @property
+    def where(self) -> dict[str, str]:
+        return {names.NAMESPACE_LABEL: self.namespace} if self.namespace else {}
 
     @property
     def worker(self) -> dict[str, str]:
         return {
+            **self.where,
             "job": self.spec.scrape.api_job,
             "instance": "127.0.0.1:9100",
             self.spec.scrape.worker_label: "0",
@@ -144,13 +150,14 @@ class World:
     def tier(self, index: int) -> dict[str, str]:
         """Target labels of section worker process `index`."""
         return {
+            **self.where,
             "job": self.spec.scrape.worker_job,
             "instance": f"127.0.0.1:{9300 + index}",
             self.spec.scrape.worker_label: str(index),
         }
 
     def exporter(self, job: str, port: int) -> dict[str, str]:
-        return {"job": job, "instance": f"127.0.0.1:{port}"}
+        return {**self.where, "job": job, "instance": f"127.0.0.1:{port}"}
 
     def put(self, metric: str, labels: dict[str, str], values: str) -> None:
         self.series[_sel(metric, labels)] = values
@@ -268,9 +275,8 @@ class World:
         self.set("bookgen_job_oldest_running_age_seconds", {}, _flat(self.book_max / 4 * busy))
         self.set("bookgen_process_resident_memory_bytes", {}, _flat(100 * 2**20))
         self.set("up", {}, _flat(1))
-        self.series[_sel("up", {"job": self.spec.scrape.llm_job, "instance": "127.0.0.1:9200"})] = (
-            _flat(1)
-        )
+        llm = {**self.where, "job": self.spec.scrape.llm_job, "instance": "127.0.0.1:9200"}
+        self.series[_sel("up", llm)] = _flat(1)
         self.worker_tier()
         return self
 
@@ -344,9 +350,20 @@ def _bad_ratio(world: World, slo: RatioSLO, ratio: float) -> None:
         world.requests(ok=ok, errors=bad)
 
 
+def _api(spec: Spec) -> dict[str, str]:
+    """The group labels of a figure aggregated from the API processes' series."""
+    return {names.JOB_LABEL: spec.scrape.api_job}
+
+
+def _tier(spec: Spec) -> dict[str, str]:
+    """The group labels of a figure of the worker tier."""
+    return {names.JOB_LABEL: spec.scrape.worker_job}
+
+
 def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
     t = spec.targets
     w = world.worker
+    api = _api(spec)
     if alert.key.startswith("burn_"):
         slo_name = alert.key.removeprefix("burn_").rsplit("_", 1)[0]
         slo = spec.slo(slo_name)
@@ -356,16 +373,16 @@ def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
         # No `for`: a burn fast enough to page passes the ticket's thresholds too (Alertmanager
         # inhibits the ticket); a ticket-sized burn stays under the page's.
         others = ((f"burn_{slo_name}_warning", ratio),) if alert.severity == "critical" else ()
-        return Firing(ticks, ratio, {names.SLO_LABEL: slo_name}, others=others)
+        return Firing(ticks, ratio, {**api, names.SLO_LABEL: slo_name}, others=others)
     if alert.key == "api_latency":
         world.latency(fast=0, slow=100, slow_bound=0.5)
-        return Firing(10, 0.3 + 0.2 * t.api_latency.quantile, {})
+        return Firing(10, 0.3 + 0.2 * t.api_latency.quantile, api)
     if alert.key == "error_rate":
         world.requests(ok=95, errors=5)
-        return Firing(10, 0.05, {names.SLO_LABEL: t.error_rate.slo})
+        return Firing(10, 0.05, {**api, names.SLO_LABEL: t.error_rate.slo})
     if alert.key == "llm_errors":
         world.llm(ok=80, errors=20)
-        return Firing(10, 0.2, {names.SLO_LABEL: t.llm_errors.slo})
+        return Firing(10, 0.2, {**api, names.SLO_LABEL: t.llm_errors.slo})
     if alert.key == "memory":
         world.set(t.memory.metric.metric, {}, _flat(3 * 2**30))
         return Firing(10, 3 * 2**30, w)
@@ -382,18 +399,18 @@ def _scenario(spec: Spec, alert: Alert, world: World) -> Firing:
         world.book_durations(0.1, world.book_bucket(above=True))
         buckets = BY_NAME[t.book_time.histogram].buckets
         low, high = world.book_max, buckets[world.book_bucket(above=True)]
-        return Firing(90, low + (high - low) * t.book_time.quantile, {})
+        return Firing(90, low + (high - low) * t.book_time.quantile, api)
     if alert.key == "job_stuck":
         world.set(t.book_time.oldest_running.metric, {}, _ramp(world.tick_s))
         return Firing(40, 40 * world.tick_s, w)
     if alert.key == "book_wait":
         world.set(t.book_wait.oldest_queued.metric, {}, _ramp(world.tick_s))
         ticks = round(world.book_wait / world.tick_s) + 4
-        return Firing(ticks, ticks * world.tick_s, {})
+        return Firing(ticks, ticks * world.tick_s, api)
     if alert.key == "queue_full":
         world.set("bookgen_jobs_rejected_total", {"reason": "queue_full"}, _ramp(1))
         world.set("bookgen_jobs_queued", {}, _flat(200))
-        return Firing(10, 5, {})
+        return Firing(10, 5, api)
     if alert.key == "target_down":
         world.set("up", {}, _flat(0))
         return Firing(5, 0, w)
@@ -410,14 +427,14 @@ def _worker_scenario(spec: Spec, alert: Alert, world: World) -> Firing:
     if alert.key == "workers_missing":
         # Killed: up 0 from tick 11, then its target leaves discovery; asserted on both sides.
         world.kill(1, at=10, gone=16)
-        return Firing(14, 1, {}, later=(30,))
+        return Firing(14, 1, _tier(spec), later=(30,))
     if alert.key == "workers_none":
         for index in range(WORKERS):
             world.kill(index, at=10, gone=16)
-        return Firing(14, WORKERS, {}, later=(30,), others=(("workers_missing", WORKERS),))
+        return Firing(14, WORKERS, _tier(spec), later=(30,), others=(("workers_missing", WORKERS),))
     if alert.key == "section_backlog":
         world.set(spec.workers.backlog.oldest_queued.metric, {}, _ramp(world.tick_s))
-        return Firing(10, 10 * world.tick_s, {})
+        return Firing(10, 10 * world.tick_s, _api(spec))
     if alert.key == "section_failures":
         world.section_worker(0, done=10, failed=1)
         world.section_worker(1)
@@ -425,7 +442,7 @@ def _worker_scenario(spec: Spec, alert: Alert, world: World) -> Firing:
         # Not finished: counting these would hold the ratio under the limit.
         world.tasks(1, "duplicate", 20)
         world.tasks(1, "handed_back", 20)
-        return Firing(15, 2 / 12, {})
+        return Firing(15, 2 / 12, _tier(spec))
     if alert.key == "broker_down":
         broker = world.exporter(sc.broker_job, REDIS_EXPORTER)
         world.put(names.BROKER_UP, broker, _flat(0))
@@ -446,7 +463,7 @@ def _extra_firing(spec: Spec) -> list[Extra]:
 
     def static_kill(w: World) -> Firing:
         w.kill(1, at=10)
-        return Firing(30, 1, {})
+        return Firing(30, 1, _tier(spec))
 
     def rabbitmq_down(w: World) -> Firing:
         for key in [k for k in w.series if f'job="{sc.broker_job}"' in k]:
@@ -606,7 +623,8 @@ def _silent(all_alerts: list[Alert], spec: Spec, world: World, ticks: int) -> li
 
 
 def _identity(spec: Spec, record: str, slo: str, window: float) -> str:
-    labels = slo_labels(spec, slo, names.window_suffix(int(window)))
+    """An SLO series as the test worlds record it: every SLO's events come from the API job."""
+    labels = {**slo_labels(spec, slo, names.window_suffix(int(window))), **_api(spec)}
     return _sel(record, dict(sorted(labels.items())))
 
 
@@ -681,10 +699,12 @@ def _profile_of(spec: Spec, world: World) -> str:
 
 
 def _sample(expr: str, ticks: int, value: float, world: World) -> dict[str, Any]:
+    """A worker-tier record: one series under the workers' job."""
+    labels = _sel(expr, _tier(world.spec))
     return {
         "expr": expr,
         "eval_time": _duration(ticks, world),
-        "exp_samples": [{"labels": expr, "value": value}],
+        "exp_samples": [{"labels": labels, "value": value}],
     }
 
 
@@ -705,6 +725,81 @@ def _after_kill(world: World, firing: Firing) -> list[dict[str, Any]]:
         _sample(WORKERS_UP, last, WORKERS - 1, world),
         _sample(WORKER_LOAD, last, (queued + running) / ((WORKERS - 1) * SLOTS), world),
     ]
+
+
+# --- two deployments in one Prometheus ----------------------------------------------------------
+
+NAMESPACES = ("bookgen", "bookgen-staging")
+
+
+def _selected(spec: Spec, namespace: str) -> bool:
+    """Whether the rules read a namespace (slo.yaml `selectors.namespace`)."""
+    matcher = spec.selectors.namespace
+    if not matcher:
+        return True
+    found = re.fullmatch(r'\s*\w+\s*(=~|!~|!=|=)\s*"(.*)"\s*', matcher)
+    assert found is not None, matcher
+    op, value = found.groups()
+    return {
+        "=": namespace == value,
+        "!=": namespace != value,
+        "=~": re.fullmatch(value, namespace) is not None,
+        "!~": re.fullmatch(value, namespace) is None,
+    }[op]
+
+
+def two_namespaces(spec: Spec, tick_s: int) -> list[dict[str, Any]]:
+    """Both namespaces healthy but one answering 90% 5xx: its SLI and its alerts move, the other
+    namespace's SLI stays 0 and none of its alerts fires. Then the reverse. A namespace the
+    selectors leave out has no SLI and no alert at all."""
+    profile = next(p for p in names.PROFILES if 60 // spec.profile(p).time_scale == tick_s)
+    by_key = {a.key: a for a in alerts(spec, profile)}
+    slo_name = spec.targets.error_rate.slo
+    slo, ratio, ticks = spec.slo(slo_name), 0.9, 10
+    sli = names.sli_error_rule(names.window_suffix(spec.windows[0]))
+    tests = []
+    for bad, good in (NAMESPACES, NAMESPACES[::-1]):
+        world = World(spec, tick_s)
+        for namespace in NAMESPACES:
+            one = World(spec, tick_s, namespace=namespace).build()
+            if namespace == bad:
+                _bad_ratio(one, slo, ratio)
+            world.series.update(one.series)
+        labels = {**_api(spec), names.NAMESPACE_LABEL: bad, names.SLO_LABEL: slo_name}
+        asserts = []
+        for key, others in (
+            (f"burn_{slo_name}_critical", ((f"burn_{slo_name}_warning", ratio),)),
+            ("error_rate", ()),
+        ):
+            firing = Firing(ticks, ratio, labels, others=others)
+            if _selected(spec, bad):
+                asserts += _firing(spec, by_key[key], firing, world)
+            else:
+                asserts += _silent([by_key[key]], spec, world, ticks)
+        test = _test(
+            f"errors only in namespace {bad}: its SLI and alerts move, {good}'s stay silent",
+            world,
+            asserts,
+        )
+        window = names.window_suffix(spec.windows[0])
+        identity = {**slo_labels(spec, slo_name, window), **_api(spec)}
+        test["promql_expr_test"] = [
+            {
+                # Rounded: a ratio of extrapolated rates.
+                "expr": f'round({sli}{{{names.SLO_LABEL}="{slo_name}"}}, 0.001)',
+                "eval_time": _duration(ticks, world),
+                "exp_samples": [
+                    {
+                        "labels": _sel("", {**identity, names.NAMESPACE_LABEL: namespace}),
+                        "value": ratio if namespace == bad else 0,
+                    }
+                    for namespace in NAMESPACES
+                    if _selected(spec, namespace)
+                ],
+            }
+        ]
+        tests.append(test)
+    return tests
 
 
 # --- burn-rate edges ----------------------------------------------------------------------------
@@ -829,7 +924,7 @@ def _burn_edges(spec: Spec, tick_s: int) -> list[dict[str, Any]]:
                 alert = by_key[f"burn_{name}_{pair.severity}"]
                 exp = []
                 if side == "above":
-                    firing = Firing(end, exact, {names.SLO_LABEL: name})
+                    firing = Firing(end, exact, {**_api(spec), names.SLO_LABEL: name})
                     exp = [_exp_alert(spec, alert, firing)]
                     # The expectation holds wherever Prometheus's float lands.
                     for nudge in (1 - 1e-9, 1 + 1e-9):
@@ -934,7 +1029,7 @@ def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
         {
             "expr": throttled,
             "eval_time": _duration(120, abusive),
-            "exp_samples": [{"labels": "{}", "value": 0.8}],
+            "exp_samples": [{"labels": _sel("", _api(spec)), "value": 0.8}],
         }
     ]
     for keys, title, ticks, change in _near_misses(spec):
@@ -956,6 +1051,7 @@ def render(spec: Spec, profile: str, rules_file: str) -> dict[str, Any]:
         firing = fire(w)
         alert = by_key[key]
         tests.append(_test(f"{title}: {alert.name} fires", w, _firing(spec, alert, firing, w)))
+    tests += two_namespaces(spec, tick_s)
     return {
         "rule_files": [rules_file],
         "evaluation_interval": names.format_duration(tick_s),

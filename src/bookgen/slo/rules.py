@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bookgen.slo import conventions as names
+from bookgen.slo.selectors import Scope, deployment_on
 from bookgen.slo.spec import RatioSLO, Spec, section_outcomes
 from bookgen.slo.yamlio import dump_yaml
 
@@ -50,6 +51,10 @@ class Context:
         """A window as named in rule names (never scaled)."""
         return names.window_suffix(int(seconds))
 
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.spec)
+
 
 def _num(value: float) -> str:
     return repr(float(value)).removesuffix(".0") if float(value).is_integer() else repr(value)
@@ -58,22 +63,30 @@ def _num(value: float) -> str:
 # --- recording rules ---------------------------------------------------------------------------
 
 
-def _sli_error_expr(slo: RatioSLO, window: str) -> str:
+def _ratio(scope: Scope, bad: str, total: str, window: str) -> str:
+    """bad / total per namespace and job; no sample where nothing happened."""
+    by = scope.by()
+    # Error series appear with the first error: a zero per group of the total stands in for them
+    # (a bare `vector(0)` carries no namespace or job and would match no group).
+    return (
+        f"(sum {by} (rate({bad}[{window}])) or sum {by} (rate({total}[{window}])) * 0)\n/\n"
+        f"(sum {by} (rate({total}[{window}])) > 0)"
+    )
+
+
+def _sli_error_expr(scope: Scope, slo: RatioSLO, window: str) -> str:
     # A window without events has no SLI sample rather than NaN: a NaN would poison the period
     # average (sum_over_time) for the whole period, and an empty SLI alerts no more than NaN does.
+    by = scope.by()
     if slo.latency is not None:
-        count = slo.latency.count().promql()
-        good = slo.latency.bucket().promql(f'le="{slo.latency.le}"')
+        count = scope.series(slo.latency.count())
+        good = scope.series(slo.latency.bucket(), f'le="{slo.latency.le}"')
         return (
-            f"(sum(rate({count}[{window}])) - sum(rate({good}[{window}])))"
-            f"\n/\n(sum(rate({count}[{window}])) > 0)"
+            f"(sum {by} (rate({count}[{window}])) - sum {by} (rate({good}[{window}])))"
+            f"\n/\n(sum {by} (rate({count}[{window}])) > 0)"
         )
     assert slo.errors is not None and slo.total is not None
-    # Error series appear with the first error: without `or vector(0)` a healthy SLI is empty.
-    return (
-        f"(sum(rate({slo.errors.promql()}[{window}])) or vector(0))\n/\n"
-        f"(sum(rate({slo.total.promql()}[{window}])) > 0)"
-    )
+    return _ratio(scope, scope.series(slo.errors), scope.series(slo.total), window)
 
 
 def slo_labels(spec: Spec, slo: str, window: str) -> dict[str, str]:
@@ -82,7 +95,9 @@ def slo_labels(spec: Spec, slo: str, window: str) -> dict[str, str]:
 
 
 def slo_selector(spec: Spec, slo: str) -> str:
-    return f'{{{names.SERVICE_LABEL}="{spec.service}",{names.SLO_LABEL}="{slo}"}}'
+    """An SLO's recorded series, in the deployment's namespace when one is selected."""
+    own = (f'{names.SERVICE_LABEL}="{spec.service}"', f'{names.SLO_LABEL}="{slo}"')
+    return Scope(spec).recorded("", *own)
 
 
 def _period_sli_expr(spec: Spec, slo: str, period: str) -> str:
@@ -101,7 +116,7 @@ def _sli_rules(ctx: Context) -> list[dict[str, Any]]:
             rules.append(
                 {
                     "record": names.sli_error_rule(ctx.label(window)),
-                    "expr": _sli_error_expr(slo, ctx.w(window)),
+                    "expr": _sli_error_expr(ctx.scope, slo, ctx.w(window)),
                     "labels": slo_labels(spec, name, ctx.label(window)),
                 }
             )
@@ -120,7 +135,8 @@ def _metadata_rules(ctx: Context) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     spec = ctx.spec
     period = names.sli_error_rule(ctx.label(spec.period))
-    on = f"on({names.SERVICE_LABEL}, {names.SLO_LABEL})"
+    # One error budget per SLO, whatever the namespace and job: many SLI series to one.
+    on = f"on({names.SERVICE_LABEL}, {names.SLO_LABEL}) group_left()"
     for name, slo in sorted(spec.slos.items()):
         labels = slo_labels(spec, name, ctx.label(spec.period))
         sel = slo_selector(spec, name)
@@ -137,11 +153,16 @@ def _metadata_rules(ctx: Context) -> list[dict[str, Any]]:
             },
             {
                 "record": names.BUDGET_REMAINING_RULE,
-                "expr": f"1 - {period}{sel} / {on} {names.ERROR_BUDGET_RULE}{sel}",
+                "expr": f"1 - {period}{sel} / {on} {names.ERROR_BUDGET_RULE}{_own(spec, name)}",
                 "labels": labels,
             },
         ]
     return rules
+
+
+def _own(spec: Spec, slo: str) -> str:
+    """An SLO's metadata series (constant, no namespace)."""
+    return f'{{{names.SERVICE_LABEL}="{spec.service}",{names.SLO_LABEL}="{slo}"}}'
 
 
 def _service_rules(ctx: Context) -> list[dict[str, Any]]:
@@ -152,56 +173,59 @@ def _service_rules(ctx: Context) -> list[dict[str, Any]]:
     total = ctx.spec.slo(t.error_rate.slo).total
     assert total is not None
     thr = t.throttling
+    sc, by = ctx.scope, ctx.scope.by()
     return [
         {
             "record": names.service_rule("http_requests", f"rate{ctx.label(lat_w)}"),
-            "expr": f"sum(rate({total.promql()}[{ctx.w(lat_w)}]))",
+            "expr": f"sum {by} (rate({sc.series(total)}[{ctx.w(lat_w)}]))",
         },
         {
             "record": throttled_rule(ctx.spec),
-            "expr": f"(sum(rate({thr.throttled.promql()}[{ctx.w(thr.window)}])) or vector(0))"
-            f"\n/\n(sum(rate({total.promql()}[{ctx.w(thr.window)}])) > 0)",
+            "expr": _ratio(sc, sc.series(thr.throttled), sc.series(total), ctx.w(thr.window)),
         },
         {
             "record": names.service_rule(
                 "http_request_duration_seconds",
                 f"p{round(t.api_latency.quantile * 100)}_{ctx.label(lat_w)}",
             ),
-            "expr": f"histogram_quantile({_num(t.api_latency.quantile)}, sum by (le) "
-            f"(rate({latency.bucket().promql()}[{ctx.w(lat_w)}])))",
+            "expr": f"histogram_quantile({_num(t.api_latency.quantile)}, sum {sc.by('le')} "
+            f"(rate({sc.series(latency.bucket())}[{ctx.w(lat_w)}])))",
         },
         {
             "record": names.service_rule("jobs_queued", "max"),
-            "expr": f"max({t.throughput.demand.promql()})",
+            "expr": f"max {by} ({sc.series(t.throughput.demand)})",
         },
         {
             "record": names.service_rule("job_queue_capacity", "max"),
-            "expr": f"max({t.concurrent_users.capacity.promql()})",
+            "expr": f"max {by} ({sc.series(t.concurrent_users.capacity)})",
         },
         {
+            # Per namespace only: books complete in the API processes or in the worker tier, and
+            # an idle tier's zero must not read as a stalled service next to the busy one.
             "record": names.service_rule("jobs_completed", "increase1h"),
-            "expr": f"sum(increase({t.throughput.completed.promql()}[{ctx.w(3600)}]))",
+            "expr": f"sum by ({names.NAMESPACE_LABEL}) "
+            f"(increase({sc.series(t.throughput.completed)}[{ctx.w(3600)}]))",
         },
         {
             "record": names.service_rule(
                 "job_duration_seconds", f"p{round(t.book_time.quantile * 100)}_{ctx.label(book_w)}"
             ),
-            "expr": f"histogram_quantile({_num(t.book_time.quantile)}, sum by (le) "
-            f"(rate({t.book_time.bucket().promql()}[{ctx.w(book_w)}])))",
+            "expr": f"histogram_quantile({_num(t.book_time.quantile)}, sum {sc.by('le')} "
+            f"(rate({sc.series(t.book_time.bucket())}[{ctx.w(book_w)}])))",
         },
         {
             "record": names.service_rule("job_oldest_running_age_seconds", "max"),
-            "expr": f"max({t.book_time.oldest_running.promql()})",
+            "expr": f"max {by} ({sc.series(t.book_time.oldest_running)})",
         },
         {
             "record": OLDEST_QUEUED_JOB,
-            "expr": f"max({t.book_wait.oldest_queued.promql()})",
+            "expr": f"max {by} ({sc.series(t.book_wait.oldest_queued)})",
         },
         {
             "record": names.service_rule(
                 "jobs_rejected_queue_full", f"increase{ctx.label(t.concurrent_users.window)}"
             ),
-            "expr": f"sum(increase({t.concurrent_users.rejected.promql()}"
+            "expr": f"sum {by} (increase({sc.series(t.concurrent_users.rejected)}"
             f"[{ctx.w(t.concurrent_users.window)}]))",
         },
     ]
@@ -224,19 +248,34 @@ OLDEST_QUEUED = names.service_rule("section_oldest_queued_age_seconds", "max")
 
 def _worker_rules(ctx: Context) -> list[dict[str, Any]]:
     w, job = ctx.spec.workers, ctx.spec.scrape.worker_job
-    on_job = f'job="{job}"'
+    sc, by = ctx.scope, ctx.scope.by()
+    ns = names.NAMESPACE_LABEL
+    expected = sc.series(w.expected)
+    worker_up = sc.target("up", f'job="{job}"')
+    sections, slots = sc.recorded(SECTIONS), sc.recorded(WORKER_SLOTS)
     return [
         # Counted from `up`: a killed worker whose target vanishes (service discovery drops it,
         # or its series go stale) leaves the count lower instead of leaving no series to alert on.
-        {"record": WORKERS_UP, "expr": f'count(up{{job="{job}"}} == 1) or vector(0)'},
+        # The zero stands for no live worker in a namespace that expects some (under the
+        # workers' job, so the two sides of `or` are one series).
+        {
+            "record": WORKERS_UP,
+            "expr": f"count {by} ({worker_up} == 1)\nor\n"
+            f'label_replace(max by ({ns}) ({expected}) * 0, "job", "{job}", "", "")',
+        },
         # Whole-service figures come from every API process alike: max, never sum.
-        {"record": WORKERS_EXPECTED, "expr": f"max({w.expected.promql()})"},
-        {"record": SECTIONS, "expr": f"max by (state) ({w.sections.promql()})"},
-        {"record": OLDEST_QUEUED, "expr": f"max({w.backlog.oldest_queued.promql()})"},
+        {"record": WORKERS_EXPECTED, "expr": f"max {by} ({expected})"},
+        {"record": SECTIONS, "expr": f"max {sc.by('state')} ({sc.series(w.sections)})"},
+        {"record": OLDEST_QUEUED, "expr": f"max {by} ({sc.series(w.backlog.oldest_queued)})"},
         # Stale series of a dead worker drop out, so these are the slots of live workers only.
-        {"record": WORKER_SLOTS, "expr": f"sum({w.slots.promql(on_job)})"},
+        {"record": WORKER_SLOTS, "expr": f"sum {by} ({sc.series(w.slots)})"},
         # Load, not backlog: running sections count too (the autoscaling figure, 1 = all busy).
-        {"record": WORKER_LOAD, "expr": f"sum({SECTIONS})\n/\n{WORKER_SLOTS}"},
+        # The API counts the sections, the workers hold the slots: matched by namespace, under
+        # the workers' job.
+        {
+            "record": WORKER_LOAD,
+            "expr": f"sum by ({ns}) ({sections})\n/ {deployment_on()} group_right()\n{slots}",
+        },
     ]
 
 
@@ -305,8 +344,9 @@ def _burn_rate_alerts(ctx: Context) -> list[Alert]:
     return alerts
 
 
-def _floor(selector: str, window: str, events: int) -> str:
-    return f"sum(increase({selector}[{window}])) >= {events}"
+def _floor(scope: Scope, selector: str, window: str, events: int) -> str:
+    """Enough events in the window, per namespace and job (joined with `and on(...)`)."""
+    return f"sum {scope.by()} (increase({selector}[{window}])) >= {events}"
 
 
 def _pct(ratio: float) -> str:
@@ -329,22 +369,29 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
     wait = ctx.s(t.book_wait.max_wait)
     sli = names.sli_error_rule
     jobs = f'job=~"{spec.scrape.api_job}|{spec.scrape.llm_job}"'
+    api_job = f'job="{spec.scrape.api_job}"'
+    sc = ctx.scope
+    on = f"and {sc.on()}"
     who = f"{{{{ $labels.{worker} }}}} ({{{{ $labels.instance }}}})"
     p95_rule = names.service_rule(
         "http_request_duration_seconds", f"p{q}_{ctx.label(t.api_latency.window)}"
     )
     book_rule = names.service_rule("job_duration_seconds", f"p{bq}_{ctx.label(t.book_time.window)}")
-    completed = names.service_rule("jobs_completed", "increase1h")
-    queued = names.service_rule("jobs_queued", "max")
-    rejected = names.service_rule("jobs_rejected_queue_full", f"increase{ctx.label(users.window)}")
+    completed = sc.recorded(names.service_rule("jobs_completed", "increase1h"))
+    queued = sc.recorded(names.service_rule("jobs_queued", "max"))
+    rejected = sc.recorded(
+        names.service_rule("jobs_rejected_queue_full", f"increase{ctx.label(users.window)}")
+    )
     no_window = f"max without ({names.WINDOW_LABEL})"
     return [
         Alert(
             key="api_latency",
             name=names.alert_name("APILatencyHigh"),
             severity=t.api_latency.severity,
-            expr=f"{p95_rule} > {lat.le}\nand on()\n"
-            + _floor(lat.count().promql(), ctx.w(t.api_latency.window), t.api_latency.min_events),
+            expr=f"{sc.recorded(p95_rule)} > {lat.le}\n{on}\n"
+            + _floor(
+                sc, sc.series(lat.count()), ctx.w(t.api_latency.window), t.api_latency.min_events
+            ),
             for_s=ctx.s(t.api_latency.for_),
             summary=f"API p{q} latency is above the {_ms(lat.bound)} target.",
             description=f"API p{q} latency over {ctx.w(t.api_latency.window)} is "
@@ -360,8 +407,8 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             severity=t.error_rate.severity,
             expr=f"{no_window} ("
             f"{sli(ctx.label(t.error_rate.window))}{slo_selector(spec, t.error_rate.slo)}"
-            f" > {_num(err.error_budget)})\nand on()\n"
-            + _floor(err.total.promql(), ctx.w(t.error_rate.window), t.error_rate.min_events),
+            f" > {_num(err.error_budget)})\n{on}\n"
+            + _floor(sc, sc.series(err.total), ctx.w(t.error_rate.window), t.error_rate.min_events),
             for_s=ctx.s(t.error_rate.for_),
             summary=f"API error ratio is above {_pct(err.error_budget)}.",
             description=f"API error ratio over {ctx.w(t.error_rate.window)} is "
@@ -377,8 +424,8 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             severity=t.llm_errors.severity,
             expr=f"{no_window} ("
             f"{sli(ctx.label(t.llm_errors.window))}{slo_selector(spec, t.llm_errors.slo)}"
-            f" > {_num(llm.error_budget)})\nand on()\n"
-            + _floor(llm.total.promql(), ctx.w(t.llm_errors.window), t.llm_errors.min_events),
+            f" > {_num(llm.error_budget)})\n{on}\n"
+            + _floor(sc, sc.series(llm.total), ctx.w(t.llm_errors.window), t.llm_errors.min_events),
             for_s=ctx.s(t.llm_errors.for_),
             summary=f"LLM provider error ratio is above {_pct(llm.error_budget)}.",
             description="{{ $value | humanizePercentage }} of LLM call attempts failed over "
@@ -391,7 +438,7 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="memory",
             name=names.alert_name("WorkerMemoryHigh"),
             severity=mem.severity,
-            expr=f"{mem.metric.promql()} > {mem.max_bytes}",
+            expr=f"{sc.series(mem.metric)} > {mem.max_bytes}",
             for_s=ctx.s(mem.for_),
             summary=f"A worker's resident memory is above {_bytes(mem.max_bytes)}.",
             description=f"Worker {{{{ $labels.{worker} }}}} ({{{{ $labels.instance }}}}) uses "
@@ -403,7 +450,7 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="memory_leak",
             name=names.alert_name("WorkerMemoryLeak"),
             severity=mem.leak.severity,
-            expr=f"predict_linear({mem.metric.promql()}[{ctx.w(mem.leak.window)}], "
+            expr=f"predict_linear({sc.series(mem.metric)}[{ctx.w(mem.leak.window)}], "
             f"{ctx.s(mem.leak.horizon)}) > {mem.max_bytes}",
             for_s=ctx.s(mem.leak.for_),
             summary=f"A worker's memory grows towards {_bytes(mem.max_bytes)}.",
@@ -419,7 +466,8 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             name=names.alert_name("ThroughputLow"),
             severity=t.throughput.severity,
             expr=f"{completed} < {_num(t.throughput.min_per_hour)}\n"
-            f"and on()\nmin_over_time({queued}[{ctx.w(3600)}]) > 0",
+            # The API counts the queue; books may complete in the worker tier: per namespace.
+            f"and {deployment_on()}\nmin_over_time({queued}[{ctx.w(3600)}]) > 0",
             for_s=ctx.s(t.throughput.for_),
             summary="Fewer books complete than the target while jobs are waiting.",
             description='{{ printf "%.0f" $value }} books completed in the last '
@@ -433,9 +481,12 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="book_time",
             name=names.alert_name("BookDurationHigh"),
             severity=t.book_time.severity,
-            expr=f"{book_rule} > {book_max}\nand on()\n"
+            expr=f"{sc.recorded(book_rule)} > {book_max}\n{on}\n"
             + _floor(
-                t.book_time.count().promql(), ctx.w(t.book_time.window), t.book_time.min_events
+                sc,
+                sc.series(t.book_time.count()),
+                ctx.w(t.book_time.window),
+                t.book_time.min_events,
             ),
             for_s=ctx.s(t.book_time.for_),
             summary=f"Books take longer than {names.format_duration(book_max)} (p{bq}).",
@@ -450,7 +501,7 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="job_stuck",
             name=names.alert_name("JobRunningTooLong"),
             severity=t.book_time.severity,
-            expr=f"{t.book_time.oldest_running.promql()} > {book_max}",
+            expr=f"{sc.series(t.book_time.oldest_running)} > {book_max}",
             for_s=ctx.s(t.book_time.oldest_for),
             summary=f"A job has been running for more than {names.format_duration(book_max)}.",
             description=f"Worker {who} runs a job "
@@ -464,7 +515,7 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             name=names.alert_name("BookWaitingTooLong"),
             severity=t.book_wait.severity,
             # The raw gauge: its recording rule is in another group, possibly one evaluation behind.
-            expr=f"max({t.book_wait.oldest_queued.promql()}) > {wait}",
+            expr=f"max {sc.by()} ({sc.series(t.book_wait.oldest_queued)}) > {wait}",
             for_s=ctx.s(t.book_wait.for_),
             summary=f"A book has waited more than {names.format_duration(wait)} to start.",
             description="The oldest book not yet started was submitted "
@@ -492,7 +543,7 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="target_down",
             name=names.alert_name("TargetDown"),
             severity=t.target_down.severity,
-            expr=f"up{{{jobs}}} == 0",
+            expr=f"{sc.target('up', jobs)} == 0",
             for_s=ctx.s(t.target_down.for_),
             summary="A BookGen scrape target is down.",
             description="Prometheus cannot scrape {{ $labels.job }} target {{ $labels.instance }}"
@@ -504,7 +555,7 @@ def _threshold_alerts(ctx: Context) -> list[Alert]:
             key="target_absent",
             name=names.alert_name("TargetAbsent"),
             severity=t.target_down.severity,
-            expr=f'absent(up{{job="{spec.scrape.api_job}"}})',
+            expr=f"absent({sc.target('up', api_job)})",
             for_s=ctx.s(t.target_down.for_),
             summary="Prometheus has no BookGen API target at all.",
             description=f'No up{{job="{spec.scrape.api_job}"}} series exists '
@@ -530,8 +581,14 @@ def _worker_alerts(ctx: Context) -> list[Alert]:
     sc = spec.scrape
     f = w.failures
     max_wait = ctx.s(w.backlog.max_wait)
-    failed = f"sum(increase({f.failed.promql()}[{ctx.w(f.window)}]))"
-    finished = f"sum(increase({f.finished.promql()}[{ctx.w(f.window)}]))"
+    scope = ctx.scope
+    by = scope.by()
+    failed = f"sum {by} (increase({scope.series(f.failed)}[{ctx.w(f.window)}]))"
+    finished = f"sum {by} (increase({scope.series(f.finished)}[{ctx.w(f.window)}]))"
+    expected, live = scope.recorded(WORKERS_EXPECTED), scope.recorded(WORKERS_UP)
+    # The API reports how many workers it expects, `up` of the workers' job says how many live:
+    # matched by namespace, the alert under the workers' job.
+    across = f"{deployment_on()} group_right()"
     outcomes = " or ".join(section_outcomes(f.failed))
     target = "{{ $labels.job }} target {{ $labels.instance }}"
 
@@ -539,14 +596,15 @@ def _worker_alerts(ctx: Context) -> list[Alert]:
         # Either the exporter answers and reports its server down, or the exporter target itself
         # cannot be scraped. For a broker that serves its own metrics (RabbitMQ's prometheus
         # plugin) there is no exporter series and the target's `up` is the broker's.
-        return f'{exporter_up}{{job="{job}"}} == 0\nor\nup{{job="{job}"}} == 0'
+        own = f'job="{job}"'
+        return f"{scope.target(exporter_up, own)} == 0\nor\n{scope.target('up', own)} == 0"
 
     return [
         Alert(
             key="workers_missing",
             name=names.alert_name("WorkersMissing"),
             severity=w.missing.severity,
-            expr=f"{WORKERS_EXPECTED} - {WORKERS_UP} > 0",
+            expr=f"{expected} - {across} {live} > 0",
             for_s=ctx.s(w.missing.for_),
             summary="Fewer worker processes are up than expected.",
             description="{{ $value }} of the expected worker processes are not up "
@@ -558,7 +616,8 @@ def _worker_alerts(ctx: Context) -> list[Alert]:
             key="workers_none",
             name=names.alert_name("WorkersMissing"),
             severity=w.none.severity,
-            expr=f"{WORKERS_EXPECTED} > 0\nand on()\n{WORKERS_UP} == 0",
+            # expected + 0 live: the expected count as the value, the workers' job as the label.
+            expr=f"{expected} + {across} ({live} == 0) > 0",
             for_s=ctx.s(w.none.for_),
             summary="No worker process is up: no section is being written.",
             description=f"No {sc.worker_job} target is up while {{{{ $value }}}} worker processes "
@@ -570,7 +629,7 @@ def _worker_alerts(ctx: Context) -> list[Alert]:
             name=names.alert_name("SectionWaitingTooLong"),
             severity=w.backlog.severity,
             # The raw gauge: its recording rule is in another group, possibly one evaluation behind.
-            expr=f"max({w.backlog.oldest_queued.promql()}) > {max_wait}",
+            expr=f"max {by} ({scope.series(w.backlog.oldest_queued)}) > {max_wait}",
             for_s=ctx.s(w.backlog.for_),
             summary=f"A section has waited more than {names.format_duration(max_wait)} "
             "for a worker.",
@@ -583,8 +642,8 @@ def _worker_alerts(ctx: Context) -> list[Alert]:
             key="section_failures",
             name=names.alert_name("SectionFailuresHigh"),
             severity=f.severity,
-            expr=f"({failed} or vector(0))\n/\n{finished}\n> {_num(f.max_ratio)}\n"
-            f"and on()\n{finished} >= {f.min_tasks}",
+            expr=f"({failed} or {finished} * 0)\n/\n{finished}\n> {_num(f.max_ratio)}\n"
+            f"and {scope.on()}\n{finished} >= {f.min_tasks}",
             for_s=ctx.s(f.for_),
             summary=f"More than {_pct(f.max_ratio)} of section tasks fail.",
             description="{{ $value | humanizePercentage }} of the section tasks that ended over "

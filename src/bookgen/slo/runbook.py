@@ -358,7 +358,10 @@ def policy(spec: Spec) -> list[str]:
         "",
         "Each SLO records `slo:sli_error:ratio_rate<window>` for "
         f"{', '.join(names.format_duration(w) for w in spec.windows)} with the labels "
-        f"`service`, `slo` and `window`. The {period} SLI is the mean of the "
+        f"`service`, `slo` and `window`, and keeps the `namespace` and `job` of the series it "
+        "reads: one Prometheus may hold several deployments, and each gets its own SLIs, budgets "
+        "and alerts (every alert carries the `namespace` of its deployment where Prometheus has "
+        f"one). {_selectors(spec)} The {period} SLI is the mean of the "
         f"{names.format_duration(spec.windows[0])} SLI over the period (`sum_over_time / "
         "count_over_time`, as Sloth does), so Prometheus must keep "
         f"{period} of that series: run it with `--storage.tsdb.retention.time={retention}` or "
@@ -368,6 +371,16 @@ def policy(spec: Spec) -> list[str]:
         "period average.",
         "",
     ]
+
+
+def _selectors(spec: Spec) -> str:
+    chosen = [m for m in (spec.selectors.namespace, spec.selectors.cluster) if m]
+    if not chosen:
+        return (
+            "No namespace or cluster selector is set (`selectors:` in slo.yaml): the rules "
+            "read every namespace this Prometheus scrapes."
+        )
+    return f"Every series is read with {', '.join(f'`{m}`' for m in chosen)} (slo.yaml)."
 
 
 def render(spec: Spec) -> str:

@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -203,6 +204,28 @@ class Links(Strict):
     grafana: str
 
 
+class Selectors(Strict):
+    """Matchers added to every series a rule or panel reads (kubernetes-mixin's selectors).
+    Empty on a single machine; a shared Prometheus sets e.g. `namespace="bookgen"`."""
+
+    namespace: str = ""
+    cluster: str = ""
+
+    @field_validator("namespace", "cluster")
+    @classmethod
+    def _matcher(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        m = _MATCHER_RE.match(value)
+        if m is None:
+            raise ValueError(f'{value!r} is not a matcher like namespace="bookgen"')
+        if info.field_name == "namespace" and m.group("label") != names.NAMESPACE_LABEL:
+            raise ValueError(f"the namespace selector must match the label namespace: {value!r}")
+        if m.group("label") == names.JOB_LABEL:
+            raise ValueError("jobs are set under scrape:, per tier")
+        return value.strip()
+
+
 class Scrape(Strict):
     api_job: str
     llm_job: str
@@ -384,6 +407,7 @@ class Spec(Strict):
     service: str
     period: Duration
     scrape: Scrape
+    selectors: Selectors = Selectors()
     links: Links
     windows: tuple[Duration, ...]
     burn_rates: tuple[BurnRate, ...]

@@ -3,9 +3,10 @@
 `bookgen slo generate` writes them and `bookgen slo check` fails when one is stale (through
 `GENERATED`). Compose gets a Prometheus config that finds each api and worker replica by DNS, an
 Alertmanager config posting to the compose receiver, and Grafana datasources whose exemplars link
-to Jaeger. Kubernetes gets what kube-prometheus-stack consumes: a PrometheusRule holding the very
-rule file of alerts/, one ConfigMap per dashboard for the Grafana sidecar, and an
-AlertmanagerConfig translated from the generated Alertmanager routes.
+to Jaeger. Kubernetes gets what kube-prometheus-stack consumes: per overlay a PrometheusRule
+holding the rules of alerts/ with that deployment's runbook and Grafana URLs (the overlay's
+`links.yaml`), one ConfigMap per dashboard for the Grafana sidecar, and an AlertmanagerConfig
+translated from the generated Alertmanager routes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
+from bookgen.slo.spec import Links
 from bookgen.stack.profile import load, load_spec, repo_root, rules_text
 from bookgen.stack.prometheus import (
     API_JOB,
@@ -48,8 +52,13 @@ JAEGER_UI_PORT = 16686
 COMPOSE_PROMETHEUS = "deploy/compose/prometheus/prometheus.yml"
 COMPOSE_ALERTMANAGER = "deploy/compose/alertmanager/alertmanager.yml"
 COMPOSE_DATASOURCES = "deploy/compose/grafana/datasources.yml"
+COMPOSE_LINKS = "deploy/compose/links.yaml"
+COMPOSE_RULES = "deploy/compose/prometheus/bookgen.rules.yml"
 K8S_GENERATED = "deploy/kubernetes/base/generated"
-K8S_PROMETHEUS_RULE = f"{K8S_GENERATED}/prometheusrule.yaml"
+K8S_OVERLAYS = ("dev", "prod")
+# Each overlay's own setting: where its on-call opens the runbook and Grafana.
+K8S_LINKS = "deploy/kubernetes/overlays/{overlay}/links.yaml"
+K8S_PROMETHEUS_RULE = "deploy/kubernetes/overlays/{overlay}/generated/prometheusrule.yaml"
 K8S_DASHBOARDS = f"{K8S_GENERATED}/dashboards.yaml"
 K8S_ALERTMANAGER_CONFIG = f"{K8S_GENERATED}/alertmanagerconfig.yaml"
 
@@ -136,12 +145,79 @@ def compose_datasources() -> str:
 
 
 # --- kubernetes ---------------------------------------------------------------------------------
-def prometheus_rule() -> str:
-    groups = yaml.safe_load(rules_text("default"))["groups"]
+def deployment_links(rel: str, *, remote: bool = True) -> Links:
+    """A deployment's runbook and Grafana base URLs: absolute, and in a cluster (`remote`) never
+    this machine's."""
+    path = repo_root() / rel
+    links = Links.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    for url in (links.runbook, links.grafana):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{path}: {url!r} is not an absolute http(s) URL")
+        if remote and parts.hostname in _LOCAL_HOSTS:
+            raise ValueError(f"{path}: {url!r} names this machine, not the cluster's")
+    return links
+
+
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def overlay_links(overlay: str) -> Links:
+    return deployment_links(K8S_LINKS.format(overlay=overlay))
+
+
+def deployment_rules(links: Links) -> dict[str, Any]:
+    """The default profile's rules with a deployment's links: only annotations differ."""
+    from bookgen.slo import rules
+
+    spec = load_spec().model_copy(update={"links": links})
+    rendered: dict[str, Any] = rules.render(spec, "default")
+    return rendered
+
+
+def compose_rules() -> str:
+    links = deployment_links(COMPOSE_LINKS, remote=False)
+    return HEADER + _dump_block(deployment_rules(links))
+
+
+def rule_links(groups: list[dict[str, Any]]) -> Links | None:
+    """The runbook and Grafana base URLs a rule set links to (None if it has no links)."""
+    for group in groups:
+        for rule in group.get("rules", []):
+            notes = rule.get("annotations", {})
+            if "runbook_url" in notes and "dashboard_url" in notes:
+                runbook = notes["runbook_url"].split("#", 1)[0]
+                return Links(runbook=runbook, grafana=notes["dashboard_url"].rsplit("/d/", 1)[0])
+    return None
+
+
+def relink(value: Any, links: Links | None) -> Any:
+    """Promtool tests (or rules) written with the local links of slo.yaml, as they read for rules
+    rendered with `links`: the same expectations, another runbook and Grafana."""
+    if links is None:
+        return value
+    local = load_spec().links
+    if isinstance(value, dict):
+        out = {key: relink(item, links) for key, item in value.items()}
+        for key, old, new in (
+            ("runbook_url", local.runbook, links.runbook),
+            ("dashboard_url", local.grafana, links.grafana),
+        ):
+            if isinstance(out.get(key), str) and out[key].startswith(old):
+                out[key] = new + out[key].removeprefix(old)
+        return out
+    if isinstance(value, list):
+        return [relink(item, links) for item in value]
+    return value
+
+
+def prometheus_rule(overlay: str) -> str:
+    groups = deployment_rules(overlay_links(overlay))["groups"]
     rule = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": "bookgen", "labels": LABELS},
+        # Outside the base, which sets the namespace of its own objects only.
+        "metadata": {"name": "bookgen", "namespace": K8S_NAMESPACE, "labels": LABELS},
         "spec": {"groups": groups},
     }
     return HEADER + _dump_block(rule)
@@ -288,7 +364,11 @@ GENERATED: dict[str, Callable[[], str]] = {
     COMPOSE_PROMETHEUS: compose_prometheus,
     COMPOSE_ALERTMANAGER: compose_alertmanager,
     COMPOSE_DATASOURCES: compose_datasources,
-    K8S_PROMETHEUS_RULE: prometheus_rule,
+    COMPOSE_RULES: compose_rules,
+    **{
+        K8S_PROMETHEUS_RULE.format(overlay=overlay): partial(prometheus_rule, overlay)
+        for overlay in K8S_OVERLAYS
+    },
     K8S_DASHBOARDS: dashboard_configmaps,
     K8S_ALERTMANAGER_CONFIG: alertmanager_config,
 }
