@@ -24,16 +24,47 @@ RESOLVE_S = 15.0
 class Expect:
     family: str
     alert: str
-    labels: dict[str, str]  # with `severity`
+    labels: dict[str, str]  # with `severity`, and `slo` for a burn alert
+    # A burn alert: the error ratio the fault produces, from which the time its long window
+    # needs to cross the burn threshold follows.
+    error_ratio: float | None = None
 
     def condition_delay_s(self) -> float:
         """How long the breach must last by the target's own definition before any rule can see
         it (a job is "too long" only after 30 s), from the fast-profile table of slo.yaml; the
         detection bound is counted on top of it."""
+        if self.error_ratio is not None:
+            return burn_ramp_s(self.labels["slo"], self.labels["severity"], self.error_ratio)
         for row in fast_profile_table(load_spec())["alerts"]:
             if (row["alert"], row["severity"]) == (self.alert, self.labels["severity"]):
                 return float(row["condition_delay_s"])
         raise KeyError(f"{self.alert} {self.labels} is not in the fast profile")
+
+    def drain_s(self) -> float:
+        """How long after the fault the alert's condition may still hold: a burn alert clears
+        when the short window of every pair that fired has drained."""
+        if self.error_ratio is None:
+            return RESOLVE_S
+        spec = load_spec()
+        shorts = [
+            spec.scaled(p.short, "fast")
+            for p in spec.burn_rates
+            if p.severity == self.labels["severity"]
+        ]
+        return max(RESOLVE_S, *shorts)
+
+
+def burn_ramp_s(slo: str, severity: str, error_ratio: float) -> float:
+    """Fast profile: how long a fault of `error_ratio` (from a clean start) takes to lift the
+    long window of the quickest burn pair of `severity` over factor x error budget; both windows
+    must be over it, and the long one is the slower."""
+    spec = load_spec()
+    budget = spec.slos[slo].error_budget
+    return min(
+        spec.scaled(pair.long, "fast") * min(1.0, pair.factor * budget / error_ratio)
+        for pair in spec.burn_rates
+        if pair.severity == severity
+    )
 
 
 @dataclass
@@ -92,7 +123,8 @@ def run(stack: Stack, scenario: Scenario) -> list[dict[str, Any]]:
         labels = {"alertname": e.alert, **e.labels}
         resolved = None
         if detected is not None:
-            resolved = first_event(stack, labels, "resolved", removed, removed + RESOLVE_S + bound)
+            until = removed + e.drain_s() + bound
+            resolved = first_event(stack, labels, "resolved", removed, until)
         scenario.results.append(
             {
                 "family": e.family,
@@ -105,7 +137,7 @@ def run(stack: Stack, scenario: Scenario) -> list[dict[str, Any]]:
                 "condition_delay_s": e.condition_delay_s(),
                 "detected_s": None if detected is None else round(detected - started, 2),
                 "resolved_s": None if resolved is None else round(resolved - removed, 2),
-                "resolve_bound_s": RESOLVE_S + bound,
+                "resolve_bound_s": e.drain_s() + bound,
             }
         )
     return scenario.results
