@@ -14,35 +14,25 @@ saturated machine: 2 cores here) limits the fleet rather than the workers.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import re
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import psutil
 
 from bookgen.acceptance.fleet import Fleet, Host
 from bookgen.stack.ports import free_port
 from bookgen.stack.services import redis_server, redis_url
+from throwaway_db import throwaway_database
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RUNNING = re.compile(r"^bookgen_worker_sections_running (\S+)$", re.M)
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 class Sampler(threading.Thread):
@@ -70,15 +60,15 @@ class Sampler(threading.Thread):
 
 
 def round_for(workers: int, args: argparse.Namespace) -> dict[str, Any]:
-    name = f"bookgen_bench_{uuid.uuid4().hex[:8]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    cleanup = contextlib.ExitStack()
+    database = cleanup.enter_context(throwaway_database("bookgen_bench"))
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-workers-{workers}-"))
     port = free_port()
     redis = redis_server(run_dir, "127.0.0.1", port).run(timeout_s=20)
     fleet = Fleet(
         run_dir / "fleet",
         redis_url("127.0.0.1", port),
-        f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
+        database,
         env={"BOOKGEN_ACCESS_LOG": "false", "BOOKGEN_RATE_LIMIT": "10000/minute"},
         tokens_per_second=args.tokens_per_second,
     )
@@ -110,7 +100,7 @@ def round_for(workers: int, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         fleet.stop()
         redis.stop(grace_s=2)
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        cleanup.close()
 
 
 def main() -> int:

@@ -12,20 +12,18 @@ arrived within the watch window. Needs PostgreSQL on 127.0.0.1:5432 and the two 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import re
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 
 from bookgen.acceptance.fleet import Fleet, Host
+from throwaway_db import throwaway_database
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DUPLICATES = re.compile(r'^bookgen_section_tasks_total\{outcome="duplicate"\} (\S+)$', re.M)
 
 
@@ -37,24 +35,15 @@ def duplicates(url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def measure(broker: str, url: str, lease_s: float, watch_s: float) -> dict[str, object]:
-    name = f"bookgen_broker_{uuid.uuid4().hex[:8]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    cleanup = contextlib.ExitStack()
+    database = cleanup.enter_context(throwaway_database("bookgen_broker"))
     env = {
         "BOOKGEN_SECTION_LEASE_S": f"{lease_s:g}",
         "BOOKGEN_REAP_INTERVAL_S": "5",
         "BOOKGEN_ACCESS_LOG": "false",
     }
     run_dir = Path(tempfile.mkdtemp(prefix=f"broker-{broker}-"))
-    database = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     fleet = Fleet(run_dir, url, database, env=env, tokens_per_second=20.0)
     try:
         fleet.start([Host("local")])
@@ -89,7 +78,7 @@ def measure(broker: str, url: str, lease_s: float, watch_s: float) -> dict[str, 
         }
     finally:
         fleet.stop()
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        cleanup.close()
 
 
 def main() -> int:

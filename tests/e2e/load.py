@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -120,3 +122,18 @@ class NormalLoad:
                 for (group, code), n in self.codes.items()
                 if not 200 <= code < 300
             }
+
+
+def keep_submitting(api_url: str, every_s: float) -> Callable[[threading.Event], None]:
+    """A `Scenario.during` body: a small book every `every_s`, each from a fresh client id."""
+
+    def body(stop: threading.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                submit(api_url, f"drill-{next(_drills)}", timeout_s=5.0)
+            stop.wait(every_s)
+
+    return body
+
+
+_drills = itertools.count()

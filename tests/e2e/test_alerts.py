@@ -26,7 +26,7 @@ from bookgen.stack.profile import load_spec
 from bookgen.stack.receiver import alert_events, read_notifications
 from bookgen.stack.supervisor import Stack
 from e2e.conftest import E2E_ENV
-from e2e.load import NormalLoad, submit
+from e2e.load import NormalLoad, keep_submitting, submit
 from e2e.report import RESULTS
 from e2e.scenarios import Expect, Scenario, problems, run, run_together
 
@@ -60,18 +60,6 @@ def sim(stack: Stack) -> Iterator[SimFaults]:
 def record(results: list[dict[str, object]]) -> None:
     RESULTS["scenarios"].extend(results)
     assert not problems(results), problems(results)
-
-
-def keep_submitting(api_url: str, every_s: float) -> Callable[[threading.Event], None]:
-    """A `Scenario.during` body: a small book every `every_s`, each from a fresh client id."""
-
-    def body(stop: threading.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(httpx.HTTPError):
-                submit(api_url, f"drill-{next(_ids)}", timeout_s=5.0)
-            stop.wait(every_s)
-
-    return body
 
 
 def keep_failing(

@@ -4,11 +4,9 @@ Rows join reports/e2e-ttd.json with the other families."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from bookgen.stack.faults import SimFaults
 from bookgen.stack.profile import load_spec
 from bookgen.stack.supervisor import Stack
 from e2e.conftest import E2E_ENV
-from e2e.load import submit
+from e2e.load import keep_submitting, submit
 from e2e.report import RESULTS
 from e2e.scenarios import Expect, Scenario, problems, run
 
@@ -143,12 +141,6 @@ def test_failing_sections_fire_the_failure_ratio_and_resolve(tier: Stack) -> Non
     assert tier.sim_url is not None
     sim = SimFaults(tier.sim_url)
 
-    def keep_submitting(stop: threading.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(httpx.HTTPError):
-                submit(tier.api_url, f"tier-failing-{time.monotonic_ns()}", timeout_s=5.0)
-            stop.wait(0.2)
-
     try:
         record(
             run(
@@ -158,7 +150,7 @@ def test_failing_sections_fire_the_failure_ratio_and_resolve(tier: Stack) -> Non
                     lambda: sim.set(error_rate=1.0),
                     lambda: sim.set(error_rate=0.0),
                     [Expect("sections", "BookGenSectionFailuresHigh", {"severity": "warning"})],
-                    during=keep_submitting,
+                    during=keep_submitting(tier.api_url, 0.2),
                 ),
             )
         )
