@@ -239,13 +239,25 @@ def test_api_latency_error_rate_and_llm_errors_fire_and_resolve(
     )
     since = time.time()
     record(run(stack, every_book_fails))
-    # One page per incident: the LLM page holds back the ticket on the same SLO.
+    # One page per incident: once the LLM page is out, the ticket on the same SLO is held back
+    # (the ticket may go out first: its 5 % threshold is crossed before the page's long window).
+    events = list(alert_events(stack.notifications_path, since))
+    paged = min(
+        received
+        for received, a in events
+        if a["labels"]["alertname"] == "BookGenLLMErrorBudgetBurn"
+        and a["labels"].get("severity") == "critical"
+        and a.get("status") == "firing"
+    )
+    # A notification already on its way when the page fired may land a moment later.
     tickets = [
-        a
-        for _, a in alert_events(stack.notifications_path, since)
-        if a["labels"]["alertname"] == "BookGenLLMErrorsHigh" and a.get("status") == "firing"
+        received - paged
+        for received, a in events
+        if a["labels"]["alertname"] == "BookGenLLMErrorsHigh"
+        and a.get("status") == "firing"
+        and received > paged + 2
     ]
-    RESULTS["inhibited_llm_ticket_notifications"] = len(tickets)
+    RESULTS["llm_ticket_notifications_after_the_page"] = len(tickets)
     assert tickets == []
 
 
