@@ -20,7 +20,10 @@ from locust.stats import calculate_response_time_percentile
 log = logging.getLogger("bookgen.shapes")
 SHAPES = ("steady", "step", "spike", "soak", "capacity")
 Tick = tuple[int, float] | None
-SUSTAINED = 0.9  # a capacity step holds only if it served this share of the offered rate
+# A capacity step that served less than this share of the offered rate is marked "not
+# sustained": the server (or the load generator) is saturated. The search still climbs, since
+# saturation shows as rising latency at the next step; only p95 or errors end it.
+SUSTAINED = 0.9
 
 
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
@@ -76,6 +79,30 @@ class StepResult:
     p95_ms: float | None
     offered_rps: float
     ok: bool
+    sustained: bool = True
+    breach: str = ""  # why the step failed: p95, errors, no requests
+
+
+def step_breach(requests: int, failures: int, p95: float | None, limit_ms: float) -> str:
+    """Why a step breaks the capacity criterion ("" when it holds)."""
+    if requests == 0 or p95 is None:
+        return "no requests served"
+    if failures:
+        return f"{failures} failures"
+    if p95 >= limit_ms:
+        return f"p95 {p95:.0f} ms >= {limit_ms:g} ms"
+    return ""
+
+
+def knee(steps: list[StepResult]) -> tuple[StepResult | None, StepResult | None]:
+    """(the best step before the first breach, the first breaching step)."""
+    best: StepResult | None = None
+    for s in steps:
+        if not s.ok:
+            return best, s
+        if best is None or s.rps > best.rps:
+            best = s
+    return best, None
 
 
 @dataclass
@@ -142,16 +169,26 @@ class ProfileShape(LoadTestShape):
         options = self._environment().parsed_options
         offered = users * float(getattr(options, "capacity_user_rate", 0.0) or 0.0)
         sustained = requests / seconds >= SUSTAINED * offered
-        ok = requests > 0 and failures == 0 and p95 is not None and p95 < limit_ms and sustained
+        breach = step_breach(requests, failures, p95, limit_ms)
         result = StepResult(
-            users, round(seconds, 2), requests, failures, requests / seconds, p95, offered, ok
+            users,
+            round(seconds, 2),
+            requests,
+            failures,
+            requests / seconds,
+            p95,
+            offered,
+            not breach,
+            sustained,
+            breach,
         )
         self.steps.append(result)
         log.info("capacity step: %s", result)
         print(
             f"capacity step: {users:4d} users  {result.rps:8.1f} req/s  p95 "
             f"{'-' if p95 is None else f'{p95:.0f}'} ms  failures {failures}  "
-            f"{'ok' if ok else 'BREACH'}{'' if sustained else ' (offered rate not sustained)'}",
+            f"{'ok' if not breach else 'BREACH ' + breach}"
+            f"{'' if sustained else ' (offered rate not sustained)'}",
             flush=True,
         )
         return result
@@ -176,8 +213,7 @@ class ProfileShape(LoadTestShape):
         return (step_users, float(max(options.step_users, 1)) * 4)
 
     def _finish(self, options: Any) -> None:
-        passing = [s for s in self.steps if s.ok]
-        best = max(passing, key=lambda s: s.rps) if passing else None
+        best, broke = knee(self.steps)
         figure = 0.0 if best is None else best.rps
         print(
             f"CAPACITY: {figure:.0f} req/s sustained with p95 < "
@@ -185,6 +221,14 @@ class ProfileShape(LoadTestShape):
             + ("" if best is None else f" ({best.users} users, p95 {best.p95_ms:.0f} ms)"),
             flush=True,
         )
+        if broke is not None:
+            print(
+                f"KNEE: after {figure:.0f} req/s; at {broke.users} users ({broke.offered_rps:.0f} "
+                f"offered, {broke.rps:.0f} served) {broke.breach}",
+                flush=True,
+            )
+        else:
+            print("KNEE: not reached: the search stopped at its user ceiling or time", flush=True)
         if options.capacity_report:
             Path(options.capacity_report).parent.mkdir(parents=True, exist_ok=True)
             Path(options.capacity_report).write_text(
@@ -193,6 +237,7 @@ class ProfileShape(LoadTestShape):
                         "capacity_rps": figure,
                         "p95_limit_ms": options.capacity_p95_ms,
                         "best": None if best is None else asdict(best),
+                        "breaking_step": None if broke is None else asdict(broke),
                         "steps": [asdict(s) for s in self.steps],
                     },
                     indent=2,

@@ -267,6 +267,16 @@ assert shapes.steady(5, 10, 10, 60) == (10, 10) and shapes.steady(61, 10, 10, 60
 assert [shapes.step(t, 30, 5, 60, 10, 10)[0] for t in (0, 10, 25, 59)] == [10, 20, 30, 30]
 assert shapes.spike(0, 50, 5, 60)[0] == 10 and shapes.spike(30, 50, 5, 60)[0] == 50
 assert shapes.soak(0, 10, 1, 600)[0] == 1 and shapes.soak(300, 10, 1, 600)[0] == 10
+# The capacity search: only p95 or errors end it; an unsustained step is noted, not a breach.
+assert shapes.step_breach(100, 0, 50.0, 200.0) == ""
+assert shapes.step_breach(100, 2, 50.0, 200.0) == "2 failures"
+assert shapes.step_breach(100, 0, 250.0, 200.0).startswith("p95 250 ms")
+S = shapes.StepResult
+steps = [S(10, 7, 1400, 0, 200.0, 9.0, 200.0, True), S(20, 7, 2500, 0, 360.0, 30.0, 400.0, True,
+         False), S(30, 7, 2600, 0, 370.0, 300.0, 600.0, False, False, "p95 300 ms >= 200 ms")]
+best, broke = shapes.knee(steps)
+assert best is steps[1] and broke is steps[2]
+assert shapes.knee(steps[:2]) == (steps[1], None)
 print("ok")
 """
     out = subprocess.run(

@@ -58,8 +58,8 @@ def test_verify_from_outside_the_checkout(tmp_path: Path) -> None:
     table = report / "acceptance.txt"
     assert table.is_file(), out[-3000:]
     # Each file it names is an absolute path that exists, inside the folder asked for.
-    named = re.findall(r"^(?:table|figures|Locust|stack logs): +(\S+)$", out, re.MULTILINE)
-    assert len(named) == 4, out[-3000:]
+    named = re.findall(r"^(?:table|figures|Locust|stack logs|report): +(\S+)$", out, re.MULTILINE)
+    assert len(named) == 5, out[-3000:]
     for path in map(Path, named):
         assert path.is_absolute() and path.exists() and report in path.parents, path
     assert (report / "locust" / "gate.json").is_file()
@@ -67,4 +67,10 @@ def test_verify_from_outside_the_checkout(tmp_path: Path) -> None:
     rows = {row["target"]: row["ok"] for row in result["rows"]}
     assert len(rows) == 6 and all(rows.values()), table.read_text()
     assert len(re.findall(r" PASS ", table.read_text())) == 6
+    # The page a person reads: the same six rows, and every chart drawn from Prometheus.
+    page = (report / "acceptance.html").read_text()
+    assert len(re.findall(r"<tr><td>", page)) == 6 and page.count(">PASS<") == 6
+    charts = re.findall(r'<svg[^>]*data-panel="([^"]+)"[^>]*>(.*?)</svg>', page, re.S)
+    drawn = {name for name, svg in charts if re.search(r'<path d="M[^"]+" class="series"', svg)}
+    assert drawn == {"latency", "rates", "books", "rss"}, drawn
     assert proc.returncode == 0 and "VERIFY PASS" in out

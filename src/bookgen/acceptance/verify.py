@@ -26,6 +26,7 @@ import psutil
 
 from bookgen.acceptance.locust_run import LocustRun, stop
 from bookgen.acceptance.project import Project, find_project
+from bookgen.acceptance.report import collect, read_notifications, report_data, write_report
 from bookgen.acceptance.targets import AcceptanceTargets
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -65,6 +66,9 @@ class Book:
     status: str = "pending"
     created_at: float | None = None
     completed_at: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    words: int = 0
 
     @property
     def seconds(self) -> float | None:
@@ -146,6 +150,10 @@ def poll_books(api: str, books: list[Book]) -> None:
             book.completed_at = (
                 _ts(body.get("completed_at")) if book.status == "completed" else None
             )
+            tokens = body.get("tokens") or {}
+            book.input_tokens = int(tokens.get("input") or 0)
+            book.output_tokens = int(tokens.get("output") or 0)
+            book.words = int(body.get("words_written") or 0)
 
 
 def all_jobs(api: str) -> list[dict[str, Any]]:
@@ -345,6 +353,43 @@ def users_served(jobs: list[dict[str, Any]], exclude: set[str], t0: float, t_end
     return most
 
 
+def generation_bounds(books: list[Book], chapters: int, words: int) -> str:
+    """The full-size books against the least time the model allows (see `generation`).
+
+    Bounds: the critical path at the model's stream rate, and the model's per-key quotas (tokens
+    per minute for the prompts sent plus the words kept; concurrent streams at the stream rate)
+    for the full-size books alone (the load's own small books share the key, so the true quota
+    bound is a little higher)."""
+    from bookgen.acceptance.generation import critical_path, nominal_tokens
+    from bookgen.service.settings import Settings
+
+    done = [b for b in books if b.seconds is not None]
+    if not done:
+        return "generation vs the model: no full-size book completed"
+    sim = Settings().sim
+    rate = sim.tokens_per_second
+    path = critical_path(Settings(), chapters, words, rate)
+    needed = sum(b.input_tokens + nominal_tokens(b.words) for b in done)
+    kept = sum(nominal_tokens(b.words) for b in done)
+    bounds = {
+        "critical path": path,
+        "tokens/min": 60.0 * needed / sim.tpm_limit if sim.tpm_limit else 0.0,
+        "streams": kept / (sim.max_concurrent_streams * rate) if sim.max_concurrent_streams else 0,
+    }
+    binding = max(bounds, key=lambda k: bounds[k])
+    worst = max(b.seconds or 0.0 for b in done)
+    generated = sum(b.output_tokens for b in done)
+    return (
+        f"generation vs the model ({rate:g} tokens/s per stream, {sim.tpm_limit} tokens/min, "
+        f"{sim.max_concurrent_streams} streams per key): slowest full-size book {worst:.0f} s, "
+        f"bound {bounds[binding]:.0f} s ({binding}; "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in bounds.items())
+        + f"), ratio {worst / bounds[binding]:.2f}; {len(done)} books at once: "
+        f"{len(done) / worst * 3600:.0f} books/h vs {len(done) / bounds[binding] * 3600:.0f} "
+        f"at the bound; completion tokens kept / reported {kept}/{generated}"
+    )
+
+
 def render_table(rows: list[Row]) -> str:
     width = max(len(r.target) for r in rows)
     lines = [f"{'target':<{width}}  {'measured':>10}  {'goal':<22} result  notes"]
@@ -397,6 +442,7 @@ def server_figures(prom: str, m: Measured, t0: float, t_load_end: float, t_end: 
 
 def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
     """Bring the stack up, measure, print the table; 0 when every target passes."""
+    from bookgen.stack.prometheus import seconds
     from bookgen.stack.supervisor import Stack
 
     out = options.report_dir.expanduser().resolve()
@@ -483,6 +529,10 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
         m.server_p95_ms = server.get("p95_ms")
         time.sleep(3.0)  # let Alertmanager deliver what fired during the run
         alerts = read_alerts(stack.notifications_path)
+        notifications = read_notifications(stack.notifications_path)
+        assert stack.alert_profile is not None, "set when the stack started"
+        t_report = time.time()  # the charts cover the alerts' delivery too
+        series = collect(prom, t0, t_report, seconds(stack.alert_profile.intervals.scrape))
     rows = acceptance_rows(m, targets)
     table = render_table(rows)
     alert_text = render_alerts(alerts) + (
@@ -492,11 +542,12 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
         else ""
     )
     passed = all(r.ok for r in rows)
+    generation = generation_bounds(books, options.book_chapters, options.book_words)
     summary = (
         f"\nBookGen acceptance ({options.users} users, {options.duration_s:.0f} s load, "
         f"{options.full_books} full-size books of {options.book_chapters} chapters / "
         f"{options.book_words} words; Locust gate exit {m.gate_exit})\n"
-        f"{table}\n\n{alert_text}\n\nVERIFY {'PASS' if passed else 'FAIL'}\n"
+        f"{table}\n\n{generation}\n\n{alert_text}\n\nVERIFY {'PASS' if passed else 'FAIL'}\n"
     )
     text_path, json_path = out / "acceptance.txt", out / "acceptance.json"
     text_path.write_text(summary)
@@ -514,7 +565,30 @@ def run_verify(options: VerifyOptions, targets: AcceptanceTargets) -> int:
             indent=2,
         )
     )
+    page = write_report(
+        out,
+        "acceptance",
+        report_data(
+            title=f"BookGen acceptance: {options.users} users, {options.duration_s:.0f} s load, "
+            f"{options.full_books} books of {options.book_chapters} chapters / "
+            f"{options.book_words} words",
+            verdict=f"VERIFY {'PASS' if passed else 'FAIL'}",
+            rows=[asdict(r) for r in rows],
+            start=t0,
+            end=t_report,
+            limits={
+                "api_p95_ms": targets.api_p95_ms,
+                "max_rss_mib": targets.max_rss_bytes / 2**20,
+            },
+            series=series,
+            notifications=notifications,
+            marks={"load ends": t_load_end, "books waited for": t_end},
+            notes=[generation, f"targets from {targets.source}", f"Locust gate exit {m.gate_exit}"]
+            + (["fast alert profile: time horizons scaled down"] if options.fast else []),
+        ),
+    )
     print(summary, flush=True)
     print(f"table:  {text_path}\nfigures: {json_path}\nLocust: {run.report_dir}", flush=True)
+    print(f"report: {page}", flush=True)
     print(f"stack logs: {out / 'stack'}", flush=True)
     return 0 if passed else 1

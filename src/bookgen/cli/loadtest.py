@@ -13,6 +13,10 @@ from bookgen.acceptance.locust_run import (
     parse_duration,
     timestamp,
 )
+from bookgen.acceptance.project import Project
+
+# The stack's default scrape interval: the charts' rate windows span several scrapes of it.
+SCRAPE_S = 15.0
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -51,7 +55,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="Where reports go (default reports/loadtest-<profile>-<timestamp>).",
 )
 @click.option("--generations", default=32, show_default=True, help="capacity: books in flight.")
-@click.option("--user-rate", default=5.0, show_default=True, help="capacity: req/s per user.")
+@click.option("--user-rate", default=20.0, show_default=True, help="capacity: req/s per user.")
 @click.option("--step-users", default=10, show_default=True, help="capacity: users per step.")
 @click.option(
     "--database-url", help="capacity: the store of the server it starts (default SQLite)."
@@ -108,12 +112,26 @@ def loadtest(
         click.echo(f"{'users':>6} {'offered':>8} {'req/s':>8} {'p95 ms':>7} {'failures':>8}  step")
         for step in report.get("steps", []):
             p95 = "-" if step["p95_ms"] is None else f"{step['p95_ms']:.0f}"
+            verdict = "ok" if step["ok"] else f"BREACH: {step.get('breach', '')}"
+            if not step.get("sustained", True):
+                verdict += " (offered rate not sustained)"
             click.echo(
                 f"{step['users']:>6} {step['offered_rps']:>8.0f} {step['rps']:>8.1f} {p95:>7} "
-                f"{step['failures']:>8}  {'ok' if step['ok'] else 'BREACH'}"
+                f"{step['failures']:>8}  {verdict}"
             )
         click.echo(f"reports: {folder}")
         figure = float(report.get("capacity_rps", 0.0))
+        broke = report.get("breaking_step")
+        click.echo(
+            "KNEE: "
+            + (
+                f"{figure:.0f} req/s is the last step that held; at {broke['users']} users "
+                f"({broke['offered_rps']:.0f} req/s offered, {broke['rps']:.0f} served): "
+                f"{broke['breach']}"
+                if broke
+                else "not reached (the search hit its user ceiling or run time first)"
+            )
+        )
         click.echo(
             f"CAPACITY {figure:.0f} req/s per API process with "
             f"{report.get('generations_running_min')}..{report.get('generations_running_max')} "
@@ -144,5 +162,46 @@ def loadtest(
     )
     click.echo(f"$ {' '.join(run.argv())}")
     code = run.run()
+    page = write_page(run, found, prometheus_url)
     click.echo(f"reports: {folder} (report.html, stats_*.csv, stats.json, gate.json)")
+    click.echo(f"report: {page}" if page else "report: none (the gate wrote no gate.json)")
     raise SystemExit(code)
+
+
+def write_page(run: LocustRun, project: Project, prometheus_url: str) -> Path | None:
+    """loadtest.html beside Locust's reports: the gate's verdicts and, given Prometheus, charts."""
+    from bookgen.acceptance.report import collect, report_data, write_report
+
+    gate = run.gate()
+    if gate is None:
+        return None
+    rows = [
+        {
+            "target": v["check"],
+            "measured": "-" if v.get("measured") is None else f"{float(v['measured']):.4g}",
+            "goal": v["target"],
+            "ok": v["ok"],
+            "note": v.get("note", ""),
+        }
+        for v in gate.get("verdicts", [])
+    ]
+    start, end = float(gate["window"]["start"]), float(gate["window"]["end"])
+    limits = {"api_p95_ms": max(gate["thresholds"]["p95_ms"].values(), default=0.0)}
+    try:
+        from bookgen.acceptance.targets import load_targets
+
+        limits["max_rss_mib"] = load_targets(project=project).max_rss_bytes / 2**20
+    except (OSError, ValueError, KeyError):
+        pass  # no memory line then; the verdicts do not depend on it
+    series = collect(prometheus_url, start, end, SCRAPE_S) if prometheus_url else None
+    data = report_data(
+        title=f"BookGen load test: profile {run.profile} against {run.host}",
+        verdict=f"GATE {'PASS' if gate.get('passed') else 'FAIL'}",
+        rows=rows,
+        start=start,
+        end=end,
+        limits=limits,
+        series=series,
+        notes=[f"{gate.get('requests', 0)} requests, {gate.get('rps', 0.0):.1f} req/s"],
+    )
+    return write_report(run.report_dir, "loadtest", data)
