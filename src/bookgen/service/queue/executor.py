@@ -104,9 +104,6 @@ class QueuedExecutor:
         """Nothing runs here; a worker notices the cancellation when it next renews its lease."""
         return False
 
-    def wake(self) -> None:
-        return None
-
     def pause(self) -> None:
         raise NotImplementedError("pause the workers (SIGSTOP) when jobs run on a worker tier")
 
