@@ -28,8 +28,8 @@ schedule bound (the pipeline's own order on its configured slots at exactly the 
 which tells a scheduling limit (our configuration) from an overhead one.
 
 Goals come from slo.yaml (`targets.generation_benchmark`: `bound_ratio_max`,
-`token_efficiency_min`), and the book-time and throughput targets from the same file; a goal
-missing there is printed as not set, never replaced by a constant.
+`token_efficiency_min`, required by the spec), and the book-time and throughput targets from the
+same file, never from constants here.
 
 Usage
   python scripts/benchmark_generation.py                 # full run, several minutes
@@ -62,7 +62,6 @@ from typing import Any
 
 import httpx
 import psutil
-import yaml
 
 from bookgen.acceptance.generation import book_shape, critical_path, schedule_bound
 from bookgen.acceptance.project import find_project
@@ -254,34 +253,26 @@ async def run_books(
 
 @dataclass(frozen=True)
 class Goals:
-    """From slo.yaml: the benchmark's goals (None when not set there) and the two targets."""
+    """From slo.yaml: the benchmark's goals and the two targets they sit beside."""
 
-    bound_ratio_max: float | None
-    token_efficiency_min: float | None
+    bound_ratio_max: float
+    token_efficiency_min: float
     book_time_s: float
     min_books_per_hour: float
     source: str
 
 
 def load_goals(slo: Path | None = None) -> Goals:
-    """`targets.generation_benchmark` of slo.yaml, read as plain YAML so a spec model that does
-    not know the section yet still loads the file; the targets through the spec."""
+    """`targets.generation_benchmark` of slo.yaml, and the book-time and throughput targets."""
     from bookgen.slo.spec import load_spec
 
     path = slo or find_project().slo
-    spec = load_spec(path)
-    raw = yaml.safe_load(path.read_text()) or {}
-    bench = dict((raw.get("targets") or {}).get("generation_benchmark") or {})
-
-    def number(key: str) -> float | None:
-        value = bench.get(key)
-        return None if value is None else float(value)
-
+    targets = load_spec(path).targets
     return Goals(
-        number("bound_ratio_max"),
-        number("token_efficiency_min"),
-        spec.targets.book_time.max_seconds,
-        spec.targets.throughput.min_per_hour,
+        targets.generation_benchmark.bound_ratio_max,
+        targets.generation_benchmark.token_efficiency_min,
+        targets.book_time.max_seconds,
+        targets.throughput.min_per_hour,
         str(path),
     )
 
@@ -380,12 +371,10 @@ def judge(
     bound_s = bounds[binding]
     complete = unit_rate is None or unit_rate[0] == unit_rate[1]
     ratio = measured_s / bound_s if bound_s and complete else math.inf
-    ratio_ok = goals.bound_ratio_max is not None and ratio <= goals.bound_ratio_max
-    eff_ok = goals.token_efficiency_min is not None and use.efficiency >= goals.token_efficiency_min
-    ratio_goal = "not set" if goals.bound_ratio_max is None else f"<= {goals.bound_ratio_max:g}"
-    eff_goal = (
-        "not set" if goals.token_efficiency_min is None else f">= {goals.token_efficiency_min:g}"
-    )
+    ratio_ok = ratio <= goals.bound_ratio_max
+    eff_ok = use.efficiency >= goals.token_efficiency_min
+    ratio_goal = f"<= {goals.bound_ratio_max:g}"
+    eff_goal = f">= {goals.token_efficiency_min:g}"
     if unit_rate is None:
         measured, bound, unit = measured_s, bound_s, "s"
     else:
@@ -734,20 +723,9 @@ async def main(argv: list[str] | None = None) -> int:
     )
     goals = load_goals(args.slo)
     print(
-        f"goals from {goals.source}: measured/bound "
-        + ("not set" if goals.bound_ratio_max is None else f"<= {goals.bound_ratio_max:g}")
-        + ", token efficiency "
-        + (
-            "not set"
-            if goals.token_efficiency_min is None
-            else f">= {goals.token_efficiency_min:g}"
-        )
-        + f", book < {goals.book_time_s:g} s, >= {goals.min_books_per_hour:g} books/h"
-        + (
-            ""
-            if goals.bound_ratio_max is not None and goals.token_efficiency_min is not None
-            else " (add targets.generation_benchmark: {bound_ratio_max, token_efficiency_min})"
-        )
+        f"goals from {goals.source}: measured/bound <= {goals.bound_ratio_max:g}, token "
+        f"efficiency >= {goals.token_efficiency_min:g}, book < {goals.book_time_s:g} s, "
+        f">= {goals.min_books_per_hour:g} books/h"
     )
     report["goals"] = asdict(goals)
     failed = False

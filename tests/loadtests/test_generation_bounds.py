@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import yaml
+
 from bookgen.acceptance.generation import book_shape, critical_path, schedule_bound
 from bookgen.service.settings import Settings, SimSettings
 
@@ -62,5 +64,17 @@ def test_bounds_ratio_and_efficiency() -> None:
     assert failed.ratio == float("inf") and failed.measured == 0.0 and not failed.met
     planned = b.quota_bounds(s, use, 100.0, 4, planned_completion=200_000)
     assert planned["tokens per minute"] == 229.0  # 29,000 prompt + 200,000 planned tokens
-    unset = b.Goals(None, None, 1800.0, 2.0, "test")
-    assert not b.judge("book", 100.0, bounds, use, unset).met  # a goal not set is never met
+    within = b.judge("book", 125.0, bounds, use, b.Goals(1.1, 0.9, 1800.0, 2.0, "test"))
+    assert within.met and abs(within.ratio - 125.0 / 120.0) < 1e-9
+    over = b.judge("book", 133.0, bounds, use, b.Goals(1.1, 0.9, 1800.0, 2.0, "test"))
+    assert not over.met  # 1.108 > 1.1
+
+
+def test_goals_come_from_the_spec(tmp_path: Path) -> None:
+    spec = yaml.safe_load((ROOT / "slo.yaml").read_text(encoding="utf-8"))
+    spec["targets"]["generation_benchmark"] = {"bound_ratio_max": 1.3, "token_efficiency_min": 0.8}
+    path = tmp_path / "slo.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    goals = bench().load_goals(path)
+    assert (goals.bound_ratio_max, goals.token_efficiency_min) == (1.3, 0.8)
+    assert goals.book_time_s == 1800.0 and goals.min_books_per_hour == 2.0

@@ -39,6 +39,8 @@ def test_targets_and_objectives(spec: Spec) -> None:
     assert t.throughput.min_per_hour == 2
     assert t.book_time.max_seconds == 1800
     assert t.concurrent_users.min_users == 10
+    assert t.generation_benchmark.bound_ratio_max == 1.1
+    assert t.generation_benchmark.token_efficiency_min == 0.95
     assert spec.slo(t.llm_errors.slo).errors is not None
     assert [(p.long, p.short, p.factor) for p in spec.burn_rates] == [
         (3600, 300, 14.4),
@@ -46,6 +48,23 @@ def test_targets_and_objectives(spec: Spec) -> None:
         (86400, 7200, 3),
         (3 * 86400, 6 * 3600, 1),
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("bound_ratio_max", 0.9), ("token_efficiency_min", 1.5)]
+)
+def test_generation_benchmark_goals_must_be_reachable(
+    raw: dict[str, Any], key: str, value: float
+) -> None:
+    data = copy.deepcopy(raw)
+    data["targets"]["generation_benchmark"][key] = value
+    _refused(data, f"targets.generation_benchmark.{key}")
+
+
+def test_generation_benchmark_goals_are_required(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    del data["targets"]["generation_benchmark"]
+    _refused(data, "generation_benchmark")
 
 
 def test_unknown_metric_refused(raw: dict[str, Any]) -> None:

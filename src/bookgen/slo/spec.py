@@ -331,6 +331,13 @@ class TargetsDown(Threshold):
     pass
 
 
+class GenerationBenchmark(Strict):
+    """Goals the generation benchmark prints its verdicts against (no rule is made of them)."""
+
+    bound_ratio_max: float = Field(ge=1)
+    token_efficiency_min: float = Field(gt=0, le=1)
+
+
 class Targets(Strict):
     api_latency: APILatencyTarget
     error_rate: RatioTarget
@@ -342,6 +349,7 @@ class Targets(Strict):
     concurrent_users: UsersTarget
     llm_errors: RatioTarget
     target_down: TargetsDown
+    generation_benchmark: GenerationBenchmark
 
 
 class Backlog(Threshold):
