@@ -8,6 +8,9 @@ job-status, download, list, cancel, sources, metrics. Every answer's body is che
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import os
 import random
 import time
 import uuid
@@ -51,6 +54,12 @@ FINISHED_JOBS: deque[str] = deque(maxlen=64)
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def _options(parser: Any) -> None:
     group = parser.add_argument_group("BookGen users")
+    group.add_argument(
+        "--api-key",
+        default=os.environ.get("BOOKGEN_API_KEY", ""),
+        help="sent as Authorization: Bearer (default BOOKGEN_API_KEY); needed when the API "
+        "requires keys. Every user shares it, so they share its rate limit and quota.",
+    )
     group.add_argument("--book-chapters", type=int, default=2, help="chapters per small book")
     group.add_argument("--book-words", type=int, default=1000, help="words per small book")
     group.add_argument(
@@ -67,11 +76,29 @@ def _options(parser: Any) -> None:
     )
 
 
+def client_address(name: str) -> str:
+    """A stable address for the user `name` in 198.19.0.0/16 (in RFC 2544's benchmarking range),
+    derived as `bookgen.acceptance.clients.client_address` does."""
+    network = ipaddress.IPv4Network("198.19.0.0/16")
+    digest = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
+    return str(network.network_address + 1 + digest % (network.num_addresses - 2))
+
+
 class _BookGenBase(FastHttpUser):
     abstract = True
 
     def on_start(self) -> None:
         self.client_id = f"locust-{uuid.uuid4().hex[:16]}"
+        key = getattr(self.environment.parsed_options, "api_key", "") or os.environ.get(
+            "BOOKGEN_API_KEY", ""
+        )
+        # Each user claims an address of its own, as a proxy in front of many clients would
+        # say: a server that trusts this machine as its proxy (`BOOKGEN_FORWARDED_ALLOW_IPS`,
+        # as the servers BookGen's own tools start on loopback do) limits each user apart; any
+        # other server ignores the header. With a key, the key is what the limits count on.
+        self.headers = {"X-Forwarded-For": client_address(self.client_id)}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
         self.books = 0
         self.job_id: str | None = None
         self.job_since = 0.0
@@ -86,9 +113,8 @@ class _BookGenBase(FastHttpUser):
         json_body: Any = None,
     ) -> Any:
         """Send one request under its route group; `check` gets the response, returns a reason."""
-        headers = {"X-Client-Id": self.client_id}
         with self.client.request(
-            method, path, name=group, headers=headers, json=json_body, catch_response=True
+            method, path, name=group, headers=self.headers, json=json_body, catch_response=True
         ) as response:
             try:
                 reason = check(response)

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bookgen.acceptance.clients import TRUSTED_PROXY, client_headers
 from bookgen.acceptance.server import ServeProcess, SimProcess
 from bookgen.service.hooks import Hooks, JobInfo
 from bookgen.service.pipeline import length
@@ -193,6 +194,8 @@ def profile_worker(sim_url: str, users: int, rounds: int, run_dir: Path) -> Prof
         "BOOKGEN_MAX_QUEUE": str(max(200, users * 2)),
         "BOOKGEN_RATE_LIMIT": "100000/minute",
         "BOOKGEN_LLM_MAX_CONCURRENCY": str(max(64, users * 5)),
+        # This script is the users' edge: each user's address, in X-Forwarded-For, keys its limits.
+        "BOOKGEN_FORWARDED_ALLOW_IPS": TRUSTED_PROXY,
     }
     with ServeProcess(run_dir, 1, env, llm_url=f"{sim_url}/v1") as server:
         pid = server.pids()[-1]
@@ -200,11 +203,11 @@ def profile_worker(sim_url: str, users: int, rounds: int, run_dir: Path) -> Prof
         with httpx.Client(base_url=server.url, timeout=10.0) as http:
             for _ in range(rounds):
                 ids = []
-                for _ in range(users):
+                for user in range(users):
                     response = http.post(
                         "/api/v1/biographies/generate",
                         json={"character": "Ada Lovelace", "chapters": 5, "total_words": 5000},
-                        headers={"X-Client-Id": uuid.uuid4().hex},
+                        headers=client_headers(f"user-{user}"),
                     )
                     response.raise_for_status()
                     ids.append(response.json()["job_id"])

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
+from bookgen.service.auth import create_key
 from bookgen.service.store import Store
 from service_helpers import fast_settings, running_app
 
@@ -30,9 +31,11 @@ async def test_full_queue_is_429_with_retry_after_and_loses_nothing(tmp_path: Pa
 
 
 async def test_rate_limit_is_per_client_with_retry_after(tmp_path: Path) -> None:
-    async with running_app(fast_settings(tmp_path, rate_limit="2/minute")) as (app, client):
+    settings = fast_settings(tmp_path, rate_limit="2/minute", auth="on")
+    async with running_app(settings) as (app, client):
         app.state.runtime.pause()
-        alice = {"X-Client-Id": "alice"}
+        alice = {"Authorization": "Bearer " + (await create_key(app.state.store, "alice"))[0]}
+        bob = {"Authorization": "Bearer " + (await create_key(app.state.store, "bob"))[0]}
         codes = [
             (await client.post(GENERATE, json=SMALL, headers=alice)).status_code for _ in "abc"
         ]
@@ -40,8 +43,7 @@ async def test_rate_limit_is_per_client_with_retry_after(tmp_path: Path) -> None
         limited = await client.post(GENERATE, json=SMALL, headers=alice)
         assert limited.status_code == 429
         assert 0 < int(limited.headers["Retry-After"]) <= 60
-        bob = await client.post(GENERATE, json=SMALL, headers={"X-Client-Id": "bob"})
-        assert bob.status_code == 202
+        assert (await client.post(GENERATE, json=SMALL, headers=bob)).status_code == 202
 
 
 REDIS = "async+redis://127.0.0.1:6379/0"
@@ -62,11 +64,13 @@ async def _redis_or_skip() -> None:
 async def test_two_workers_share_one_rate_limit_through_redis(tmp_path: Path) -> None:
     """Two apps (as two `serve` workers) with one Redis-backed limit: 3 submissions in all."""
     await _redis_or_skip()
-    settings = fast_settings(tmp_path, rate_limit="3/minute", rate_limit_storage=REDIS)
-    carol = {"X-Client-Id": f"carol-{uuid.uuid4().hex}"}  # a fresh key: Redis outlives runs
+    settings = fast_settings(tmp_path, rate_limit="3/minute", rate_limit_storage=REDIS, auth="on")
     async with running_app(settings) as (one, first), running_app(settings) as (two, second):
         one.state.runtime.pause()
         two.state.runtime.pause()
+        # A fresh principal: Redis outlives runs.
+        key, _ = await create_key(one.state.store, f"carol-{uuid.uuid4().hex}")
+        carol = {"Authorization": f"Bearer {key}"}
         codes = []
         for client in (first, second, first, second, first):
             codes.append((await client.post(GENERATE, json=SMALL, headers=carol)).status_code)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from bookgen.service.jobs import JobRuntime
 from bookgen.service.store import Store
+from bookgen.service.store.repository import INTERNAL_ERROR
 from service_helpers import fast_settings, running_app, wait_for_status
 
 SLOW_SIM = {"tokens_per_second": 400.0, "time_to_first_token_s": 0.0, "jitter": 0.0}
@@ -58,7 +61,8 @@ async def test_cancelling_a_running_job_stops_it(tmp_path: Path) -> None:
 
 async def test_model_failures_fail_the_job_with_a_reason(tmp_path: Path) -> None:
     broken = {"error_rate": 1.0, "time_to_first_token_s": 0.0, "jitter": 0.0}
-    settings = fast_settings(tmp_path, sim=broken, llm_max_retries=1)
+    # No hand-backs allowed: a provider failure the client's retries did not cure ends the book.
+    settings = fast_settings(tmp_path, sim=broken, llm_max_retries=1, llm_handback_max=0)
     async with running_app(settings) as (_, client):
         job_id = (await client.post("/api/v1/biographies/generate", json=BOOK)).json()["job_id"]
         body = await wait_for_status(client, job_id, {"failed", "completed"})
@@ -66,6 +70,25 @@ async def test_model_failures_fail_the_job_with_a_reason(tmp_path: Path) -> None
         assert body["error"] and "LLM" in body["error"]
         download = await client.get(f"/api/v1/biographies/{job_id}/download")
         assert download.status_code == 400 and "failed" in download.json()["detail"]
+
+
+async def test_a_bug_fails_the_job_with_our_words_not_the_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "postgresql://bookgen:hunter2@db"
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"cannot reach {secret}")
+
+    settings = fast_settings(tmp_path)
+    async with running_app(settings) as (app, client):
+        monkeypatch.setattr(type(app.state.runtime.writer), "write", broken)
+        job_id = (await client.post("/api/v1/biographies/generate", json=BOOK)).json()["job_id"]
+        body = await wait_for_status(client, job_id, {"failed", "completed"})
+    assert body["status"] == "failed"
+    assert body["error"] == INTERNAL_ERROR and secret not in str(body)
+    # The operator still gets the exception, in the service log beside the job id.
+    assert any(r.exc_info and secret in str(r.exc_info[1]) for r in caplog.records)
 
 
 async def test_clean_shutdown_hands_running_jobs_back(tmp_path: Path) -> None:
@@ -80,3 +103,17 @@ async def test_clean_shutdown_hands_running_jobs_back(tmp_path: Path) -> None:
         await store.close()
     assert job is not None
     assert (job.status, job.lease_owner) == ("pending", None)
+
+
+async def test_a_completed_book_s_docx_is_rendered_before_anyone_asks(tmp_path: Path) -> None:
+    async with running_app(fast_settings(tmp_path)) as (app, client):
+        job_id = (await client.post("/api/v1/biographies/generate", json=BOOK)).json()["job_id"]
+        await wait_for_status(client, job_id, {"completed"})
+        for _ in range(100):  # rendered in the background, right after completion
+            if app.state.rendered_books.get(job_id, "docx") is not None:
+                break
+            await asyncio.sleep(0.05)
+        cached = app.state.rendered_books.get(job_id, "docx")
+        assert cached is not None and cached[:2] == b"PK"  # a DOCX is a zip
+        download = await client.get(f"/api/v1/biographies/{job_id}/download?format=docx")
+        assert download.status_code == 200 and download.content == cached

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from bookgen.service.models import SourceResult
 from bookgen.service.routes import sources as sources_route
 from service_helpers import fast_settings, running_app
 
@@ -101,51 +98,3 @@ async def test_accessibility_never_probes_non_public_addresses(
 async def test_non_public_addresses(host: str, refused: bool) -> None:
     _, refusal = await sources_route.check_host(host)
     assert (refusal is not None) is refused
-
-
-async def test_requests_go_to_the_checked_address_and_redirects_are_checked_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Each hop is resolved and checked, then sent to that very address (so a DNS answer that
-    changes after the check cannot point it inward); a redirect to a private host is refused."""
-    seen: list[tuple[str, str, object]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(
-            (str(request.url), request.headers["host"], request.extensions.get("sni_hostname"))
-        )
-        if request.url.path == "/doc":
-            return httpx.Response(302, headers={"Location": "/moved"})
-        return httpx.Response(302, headers={"Location": "https://intranet.example/admin"})
-
-    resolved: list[str] = []
-
-    async def fake_resolve(url: str, allow_private: bool) -> sources_route.Target:
-        resolved.append(url)
-        if "intranet" in url:
-            return sources_route.Target(url, refused="not checked: intranet.example is private")
-        return sources_route.Target(url, ipaddress.ip_address("93.184.216.34"))
-
-    monkeypatch.setattr(sources_route, "resolve", fake_resolve)
-    result = SourceResult(
-        index=0,
-        url="http://public.example:8080/doc",
-        title="t",
-        valid=True,
-        errors=[],
-        warnings=[],
-        trusted_domain=False,
-    )
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        await sources_route._probe(client, asyncio.Semaphore(1), result, allow_private=False)
-    assert seen == [
-        ("http://93.184.216.34:8080/doc", "public.example:8080", "public.example"),
-        ("http://93.184.216.34:8080/moved", "public.example:8080", "public.example"),
-    ]
-    assert resolved == [
-        "http://public.example:8080/doc",
-        "http://public.example:8080/moved",
-        "https://intranet.example/admin",
-    ]
-    assert result.accessible is None
-    assert result.warnings == ["not checked: intranet.example is private"]

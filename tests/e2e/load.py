@@ -8,6 +8,7 @@ import itertools
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 
 import httpx
@@ -17,14 +18,23 @@ TERMINAL = {"completed", "failed", "cancelled"}
 _ids = itertools.count()
 
 
+def client_address(client_id: str) -> str:
+    """A loopback address of its own for `client_id`: without keys the service counts its
+    limits per client address, and all of 127.0.0.0/8 reaches the stack."""
+    h = zlib.crc32(client_id.encode())
+    return f"127.{1 + (h >> 16) % 254}.{(h >> 8) % 256}.{1 + h % 254}"
+
+
+def client(api_url: str, client_id: str, timeout_s: float = 10.0) -> httpx.Client:
+    """An HTTP client that reaches the stack as `client_id` (from its own address)."""
+    transport = httpx.HTTPTransport(local_address=client_address(client_id))
+    return httpx.Client(base_url=api_url, timeout=timeout_s, transport=transport)
+
+
 def submit(api_url: str, client_id: str, timeout_s: float = 10.0) -> httpx.Response:
-    """POST one small book as `client_id` (the rate limit is per client id and per worker)."""
-    return httpx.post(
-        f"{api_url}/api/v1/biographies/generate",
-        json=SMALL_BOOK,
-        headers={"X-Client-Id": client_id},
-        timeout=timeout_s,
-    )
+    """POST one small book as `client_id` (the rate limit is per client and per worker)."""
+    with client(api_url, client_id, timeout_s) as c:
+        return c.post("/api/v1/biographies/generate", json=SMALL_BOOK)
 
 
 class NormalLoad:
@@ -75,13 +85,13 @@ class NormalLoad:
         rng = random.Random(index)
         next_book = time.monotonic() + rng.uniform(0, self.book_every_s)
         job: str | None = None
-        with httpx.Client(base_url=self.api_url, timeout=5.0) as client:
+        with client(self.api_url, f"user-{index}", 5.0) as http:
             while not self._stop.is_set():
-                self._get(client, "health", "/health")
-                self._get(client, "status", "/api/v1/status")
-                self._get(client, "list", "/api/v1/biographies?limit=5")
+                self._get(http, "health", "/health")
+                self._get(http, "status", "/api/v1/status")
+                self._get(http, "list", "/api/v1/biographies?limit=5")
                 if job is not None:
-                    job = self._follow(client, job)
+                    job = self._follow(http, job)
                 elif time.monotonic() >= next_book:
                     next_book = time.monotonic() + self.book_every_s
                     job = self._submit(f"user-{index}-{next(_ids)}")

@@ -28,6 +28,16 @@ class Expect:
     # A burn alert: the error ratio the fault produces, from which the time its long window
     # needs to cross the burn threshold follows.
     error_ratio: float | None = None
+    # How long the fault itself takes to produce what the rule reads, when that is longer than
+    # the target's definition says (a book slowed to 40 s completes 40 s after the fault).
+    fault_delay_s: float = 0.0
+
+    def _row(self) -> dict[str, Any]:
+        """The alert's row of the fast-profile table of slo.yaml."""
+        for row in fast_profile_table(load_spec())["alerts"]:
+            if (row["alert"], row["severity"]) == (self.alert, self.labels["severity"]):
+                return dict(row)
+        raise KeyError(f"{self.alert} {self.labels} is not in the fast profile")
 
     def condition_delay_s(self) -> float:
         """How long the breach must last by the target's own definition before any rule can see
@@ -35,16 +45,14 @@ class Expect:
         detection bound is counted on top of it."""
         if self.error_ratio is not None:
             return burn_ramp_s(self.labels["slo"], self.labels["severity"], self.error_ratio)
-        for row in fast_profile_table(load_spec())["alerts"]:
-            if (row["alert"], row["severity"]) == (self.alert, self.labels["severity"]):
-                return float(row["condition_delay_s"])
-        raise KeyError(f"{self.alert} {self.labels} is not in the fast profile")
+        return max(float(self._row()["condition_delay_s"]), self.fault_delay_s)
 
     def drain_s(self) -> float:
-        """How long after the fault the alert's condition may still hold: a burn alert clears
-        when the short window of every pair that fired has drained."""
+        """How long after the fault the alert's condition may still hold: a threshold alert's
+        window must drain (a p95 over 1 m stays high while a slow book is in it); a burn alert
+        clears when the short window of every pair that fired has drained."""
         if self.error_ratio is None:
-            return RESOLVE_S
+            return RESOLVE_S + float(self._row()["window_s"])
         spec = load_spec()
         shorts = [
             spec.scaled(p.short, "fast")
@@ -75,6 +83,8 @@ class Scenario:
     expect: list[Expect]
     # Runs from injection until removal (e.g. the submissions an LLM fault needs to be seen).
     during: Callable[[threading.Event], None] | None = None
+    # Runs from removal until every alert resolved (clean traffic that drains a ratio window).
+    after: Callable[[threading.Event], None] | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -118,13 +128,18 @@ def run(stack: Stack, scenario: Scenario) -> list[dict[str, Any]]:
         scenario.remove()
         if helper is not None:
             helper.join(timeout=30)
-    for e, detected in zip(scenario.expect, fired, strict=True):
+    stop_after = threading.Event()
+    if scenario.after is not None:
+        helper = threading.Thread(target=scenario.after, args=(stop_after,), daemon=True)
+        helper.start()
+    try:
+        resolved_at = _resolutions(stack, scenario, fired, removed)
+    finally:
+        stop_after.set()
+        if scenario.after is not None and helper is not None:
+            helper.join(timeout=30)
+    for e, detected, resolved in zip(scenario.expect, fired, resolved_at, strict=True):
         bound = profile.detection_bound_s(e.alert, e.labels["severity"])
-        labels = {"alertname": e.alert, **e.labels}
-        resolved = None
-        if detected is not None:
-            until = removed + e.drain_s() + bound
-            resolved = first_event(stack, labels, "resolved", removed, until)
         scenario.results.append(
             {
                 "family": e.family,
@@ -136,11 +151,31 @@ def run(stack: Stack, scenario: Scenario) -> list[dict[str, Any]]:
                 "bound_s": bound,
                 "condition_delay_s": e.condition_delay_s(),
                 "detected_s": None if detected is None else round(detected - started, 2),
+                "detected_at": detected,
                 "resolved_s": None if resolved is None else round(resolved - removed, 2),
+                "resolved_at": resolved,
                 "resolve_bound_s": e.drain_s() + bound,
             }
         )
     return scenario.results
+
+
+def _resolutions(
+    stack: Stack, scenario: Scenario, fired: list[float | None], removed: float
+) -> list[float | None]:
+    """When each alert that fired was received resolved (None if not within its bound)."""
+    profile = stack.alert_profile
+    assert profile is not None
+    found: list[float | None] = []
+    for e, detected in zip(scenario.expect, fired, strict=True):
+        bound = profile.detection_bound_s(e.alert, e.labels["severity"])
+        labels = {"alertname": e.alert, **e.labels}
+        resolved = None
+        if detected is not None:
+            until = removed + e.drain_s() + bound
+            resolved = first_event(stack, labels, "resolved", removed, until)
+        found.append(resolved)
+    return found
 
 
 def run_together(stack: Stack, scenarios: list[Scenario]) -> list[dict[str, Any]]:

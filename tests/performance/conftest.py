@@ -1,71 +1,79 @@
-"""A real `bookgen serve` (one worker) and the simulated model in its own process, per session.
+"""The API as users run it on one machine, measured while books are really being written.
 
-The benchmarks go through real HTTP on 127.0.0.1 with a keep-alive client: the figure is what a
-client sees (uvicorn, middleware, telemetry, the store), not an in-process shortcut that would
-skip the HTTP stack the 200 ms target is about.
+One `bookgen serve` process (SQLite, the in-process job runtime) against the simulated model in
+a process of its own at its default speed (40 tokens/s a stream); 32 books kept in progress the
+whole time (one submitted for each that finishes), and 2,500 jobs in the store so that a deep
+list page is a real query. The load comes from `bookgen.acceptance.loadgen`, a separate process
+that keeps 32 requests in flight on keep-alive connections and times every answer; its own CPU
+is reported beside the figures.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
+import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from perf_support import RESULTS
+from perf_support import BOOKS, IN_FLIGHT, RESULTS
 
-from bookgen.acceptance.server import ServeProcess, SimProcess
+from bookgen.acceptance import loadgen
+from bookgen.acceptance.capacity import Target, format_groups, measure, serve_target
 
-
-@pytest.fixture(scope="session")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    run_dir = tmp_path_factory.mktemp("perf-server")
-    env = {"BOOKGEN_MAX_QUEUE": "100000", "BOOKGEN_RATE_LIMIT": "100000/minute"}
-    with (
-        SimProcess(run_dir / "sim", tokens_per_second=2000) as sim,
-        ServeProcess(run_dir, 1, env, llm_url=f"{sim.url}/v1") as server,
-    ):
-        yield server.url
+DURATION_S = 30.0
+WARMUP_S = 3.0
+SEEDED_JOBS = 2500  # 125 pages of 20: list-deep reads pages 40..120
 
 
 @pytest.fixture(scope="session")
-def http(api: str) -> Iterator[httpx.Client]:
-    headers = {"X-Client-Id": f"perf-{uuid.uuid4().hex[:8]}"}
-    with httpx.Client(base_url=api, timeout=10.0, headers=headers) as client:
-        yield client
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    run_dir: Path = tmp_path_factory.mktemp("perf-server")
+    with serve_target(run_dir, books=BOOKS, seed=SEEDED_JOBS) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
-def finished_job(http: httpx.Client) -> str:
-    """A small book, completed, for the status and download benchmarks."""
-    response = http.post(
-        "/api/v1/biographies/generate",
-        json={"character": "Ada Lovelace", "chapters": 2, "total_words": 1000},
-    )
-    assert response.status_code == 202, response.text
-    job_id = str(response.json()["job_id"])
-    for _ in range(120):
-        state = http.get(f"/api/v1/biographies/{job_id}/status").json()["status"]
-        if state == "completed":
-            return job_id
-        assert state in ("pending", "in_progress"), state
-        time.sleep(0.5)
-    raise AssertionError("the fixture book did not complete in 60 s")
+def under_load(target: Target) -> dict[str, Any]:
+    """The BookGen mix, IN_FLIGHT requests always in flight, for DURATION_S."""
+    plan = loadgen.Plan(target.url, DURATION_S, IN_FLIGHT, warmup_s=WARMUP_S, deep_pages=(40, 120))
+    report = measure(target, plan)
+    RESULTS["load"] = report
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not RESULTS:
-        return
-    terminalreporter.section("BookGen API latency vs target (real server, one worker)")
-    terminalreporter.write_line(
-        f"{'route group':<12} {'rounds':>6} {'mean ms':>8} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'max ms':>7} {'target':>8}  result"
-    )
-    for r in RESULTS:
+    from perf_support import target_p95_ms
+
+    load = RESULTS.get("load")
+    if load:
+        terminalreporter.section(
+            f"BookGen API: {IN_FLIGHT} requests in flight, {BOOKS} books being written "
+            "(bookgen serve, SQLite, one process)"
+        )
+        for line in format_groups(load, target_p95_ms("health")):
+            terminalreporter.write_line(line)
+    capacity = RESULTS.get("capacity")
+    if capacity:
+        terminalreporter.section("BookGen API capacity (open loop, BookGen mix, books written)")
         terminalreporter.write_line(
-            f"{r['group']:<12} {r['rounds']:>6} {r['mean']:>8.2f} {r['p50']:>7.2f} "
-            f"{r['p95']:>7.2f} {r['max']:>7.2f} {'< ' + format(r['target'], 'g'):>8}  "
-            f"{'PASS' if r['p95'] < r['target'] else 'FAIL'}"
+            f"{'offered':>8} {'served':>8} {'p95 ms':>7} {'worst p95':>9} {'errors':>6} "
+            f"{'gen CPU':>7} {'srv CPU':>7}  step"
+        )
+        for step in capacity["steps"]:
+            terminalreporter.write_line(
+                f"{step['offered_rps']:>8.0f} {step['rps']:>8.1f} {step['p95_ms']:>7.1f} "
+                f"{step['worst_group_p95_ms']:>9.1f} {step['errors']:>6} "
+                f"{step['generator_cpu_share']:>7.0%} {step['server_cpu_share'] or math.nan:>7.0%}"
+                f"  {step['breach'] or 'ok'}"
+            )
+        knee = capacity["knee"]
+        terminalreporter.write_line(
+            "KNEE: "
+            + (
+                f"{knee['rps']:.0f} req/s (offered {knee['offered_rps']:.0f}), worst route "
+                f"p95 {knee['worst_group_p95_ms']:.0f} ms, {knee['errors']} errors"
+                if knee
+                else "none: the first step already broke"
+            )
         )

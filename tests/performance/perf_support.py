@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS: list[dict[str, Any]] = []
+BOOKS = 32  # kept in progress the whole time
+IN_FLIGHT = 32  # requests always in flight (closed loop)
+# "load": the closed-loop run (per route group), "capacity": the knee search.
+RESULTS: dict[str, Any] = {}
 
 
 def target_p95_ms(group: str) -> float:

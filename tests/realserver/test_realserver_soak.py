@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 import httpx
 import pytest
 
+from bookgen.acceptance.clients import TRUSTED_PROXY, client_headers
 from conftest import ServerFactory
 
 pytestmark = pytest.mark.realserver
@@ -62,7 +63,7 @@ class Tally:
 
 async def user(number: int, url: str, tally: Tally, done_job: str, until: float) -> None:
     rng = random.Random(number)
-    headers = {"X-Client-Id": f"soak-{number}"}
+    headers = client_headers(f"soak-{number}")
     own: list[str] = []
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
         while time.monotonic() < until:
@@ -121,6 +122,8 @@ def test_ten_clients_every_route_no_failures(serve: ServerFactory, database_url:
         BOOKGEN_SIM__TOKENS_PER_SECOND=2000,
         BOOKGEN_RATE_LIMIT="100000/minute",
         BOOKGEN_MAX_QUEUE=100000,
+        # The test is the clients' edge: each client is an address of its own.
+        BOOKGEN_FORWARDED_ALLOW_IPS=TRUSTED_PROXY,
     )
     job = httpx.post(f"{server.url}/api/v1/biographies/generate", json=SMALL).json()["job_id"]
     deadline = time.monotonic() + 30

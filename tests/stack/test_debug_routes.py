@@ -17,6 +17,8 @@ from bookgen.service.routes import debug
 from bookgen.service.settings import Settings, SimSettings
 
 MIB = 1024 * 1024
+TOKEN = "drill-token"
+AUTH = {debug.TOKEN_HEADER: TOKEN}
 
 
 def settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -26,6 +28,7 @@ def settings(tmp_path: Path, **overrides: object) -> Settings:
         "sim": SimSettings(tokens_per_second=4000.0, time_to_first_token_s=0.0, jitter=0.0),
         "poll_interval_s": 0.05,
         "debug_routes": True,
+        "debug_token": TOKEN,
         "worker_index": 0,
         "metrics_port_base": None,
     }
@@ -43,7 +46,9 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=AUTH
+    ) as http:
         yield http
 
 
@@ -138,10 +143,11 @@ async def test_the_fault_dependency_adds_latency_and_failures_where_attached() -
         return {"ok": "yes"}
 
     application = FastAPI()
+    application.state.settings = settings(Path("."))
     application.include_router(api, dependencies=[Depends(debug.injected_faults)])
     application.include_router(debug.router)
     transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=AUTH) as http:
         await http.put("/debug/faults", json={"latency_s": 0.25})
         started = time.monotonic()
         assert (await http.get("/thing")).status_code == 200

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bookgen.stack import binaries
+from bookgen.stack.ports import Ports
 from bookgen.stack.supervisor import Stack
 from bookgen.stack.tier import CeleryTier
 
@@ -111,3 +112,14 @@ def test_unknown_engine_or_broker_is_refused(tmp_path: Path) -> None:
         Stack(tmp_path, engine="threads")
     with pytest.raises(ValueError, match="broker must be one of redis, rabbitmq"):
         Stack(tmp_path, engine="celery", broker="kafka")
+
+
+def test_the_api_processes_trust_the_local_tools_as_their_proxy(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, engine="embedded")
+    stack.ports = Ports(
+        api=1, sim=2, prometheus=3, alertmanager=4, receiver=5, metrics_base=6, workers=2
+    )
+    assert stack._api().env["BOOKGEN_FORWARDED_ALLOW_IPS"] == "127.0.0.1"
+    # The caller's environment for the stack still has the last word.
+    stack.env["BOOKGEN_FORWARDED_ALLOW_IPS"] = ""
+    assert stack._api().env["BOOKGEN_FORWARDED_ALLOW_IPS"] == ""

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from stress_support import Running
 
+from bookgen.acceptance.clients import TRUSTED_PROXY
 from bookgen.acceptance.server import ServeProcess, SimProcess
 
 SIM_TOKENS_PER_SECOND = 400.0  # small books finish in seconds; the API load is what is tested
@@ -19,6 +20,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         "BOOKGEN_MAX_QUEUE": "500",
         "BOOKGEN_RATE_LIMIT": "30/minute",
         "BOOKGEN_LLM_BACKOFF_MAX_S": "2",
+        # The fault test switches from 500s to 429s within seconds: the breaker the 500s open
+        # must probe again within that time for the 429s to be met (and retried) at all.
+        "BOOKGEN_LLM_BREAKER_OPEN_S": "0.5",
+        # The suite plays the clients' edge: each simulated client sends its own address in
+        # X-Forwarded-For, so one client's rate limit is not every client's.
+        "BOOKGEN_FORWARDED_ALLOW_IPS": TRUSTED_PROXY,
     }
     with (
         SimProcess(run_dir / "sim", tokens_per_second=SIM_TOKENS_PER_SECOND) as sim,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -22,6 +21,8 @@ from stress_support import (
     status,
     submit,
 )
+
+from bookgen.acceptance.clients import client_headers
 
 pytestmark = [pytest.mark.stress, pytest.mark.realserver, pytest.mark.timeout(60)]
 P95_TARGET_MS = p95_target_ms()  # from thresholds.json / slo.yaml; asserted under load here
@@ -73,7 +74,7 @@ def test_concurrent_job_creation(running: Running) -> None:
         listed = c.get("/api/v1/biographies", params={"page_size": 100}).json()
         assert ids <= {item["job_id"] for item in listed["items"]}
         # One client past its rate limit: 429 with Retry-After, never a 5xx.
-        greedy = {"X-Client-Id": f"greedy-{uuid.uuid4().hex[:8]}"}
+        greedy = client_headers("greedy")
         body = {"character": "Ada Lovelace", "chapters": 1, "total_words": 1000}
         codes = [
             c.post("/api/v1/biographies/generate", json=body, headers=greedy) for _ in range(40)

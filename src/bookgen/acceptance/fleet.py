@@ -20,12 +20,20 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from bookgen.acceptance.clients import client_headers
 from bookgen.service.store import SectionRow, Store
 from bookgen.service.store.models import JobRow, SectionTaskRow
 from bookgen.stack.ports import free_port
 from bookgen.stack.process import Component, bookgen_argv
 
 GENERATE = "/api/v1/biographies/generate"
+
+
+def source_address(address: str) -> str:
+    """This machine's address towards `address`: the peer a server there sees us as."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((address, 9))  # UDP: only picks the route, sends nothing
+        return str(probe.getsockname()[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,15 @@ class Fleet:
                 "api", "--host", self.api_host.address, "--port", str(self.api_port)
             )
             component = self._component(self.api_host, "api", argv, f"{self.api_url}/ready")
+            # A namespaced host's address is not loopback, so the API would require keys; the
+            # fleet's network is private to the test and its clients send none. Every book comes
+            # from this process, the fleet's edge: the API believes its X-Forwarded-For, so each
+            # book is a client of its own (as behind a real proxy), not all one address.
+            component.env = {
+                "BOOKGEN_AUTH": "off",
+                "BOOKGEN_FORWARDED_ALLOW_IPS": source_address(self.api_host.address),
+                **component.env,
+            }
             self.api = component.run()
         for host in workers:
             self.add_worker(host)
@@ -193,7 +210,7 @@ class Fleet:
                     "chapters": chapters,
                     "total_words": total_words,
                 }
-                response = client.post(GENERATE, json=body, headers={"X-Client-Id": f"c{n}"})
+                response = client.post(GENERATE, json=body, headers=client_headers(f"book-{n}"))
                 response.raise_for_status()
                 ids.append(response.json()["job_id"])
         return ids

@@ -178,5 +178,13 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def use_api_key(key: str | None) -> None:
+    """Hand the API key to everything this command runs: Locust (its users read
+    BOOKGEN_API_KEY) and its own requests. Through the environment, so it is never on a
+    command line (visible to every user of the machine in the process list)."""
+    if key:
+        os.environ["BOOKGEN_API_KEY"] = key
+
+
 def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime())

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 import urllib.parse
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bookgen.acceptance.clients import client_headers
 from bookgen.acceptance.locust_run import LocustRun, stop
 from bookgen.acceptance.project import Project, find_project
 from bookgen.acceptance.report import collect, read_notifications, report_data, write_report
@@ -118,9 +119,15 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
+def api_headers() -> dict[str, str]:
+    """The API key (BOOKGEN_API_KEY, set by `--api-key`) for an API that requires one."""
+    key = os.environ.get("BOOKGEN_API_KEY", "").strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def submit_books(api: str, count: int, chapters: int, words: int) -> list[Book]:
     books = []
-    with httpx.Client(base_url=api, timeout=10.0) as client:
+    with httpx.Client(base_url=api, timeout=10.0, headers=api_headers()) as client:
         for i in range(count):
             response = client.post(
                 "/api/v1/biographies/generate",
@@ -129,7 +136,8 @@ def submit_books(api: str, count: int, chapters: int, words: int) -> list[Book]:
                     "chapters": chapters,
                     "total_words": words,
                 },
-                headers={"X-Client-Id": f"verify-{uuid.uuid4().hex[:12]}"},
+                # Each book from a client of its own (the stack trusts us as its proxy).
+                headers=client_headers(f"verify-book-{i + 1}"),
             )
             response.raise_for_status()
             books.append(Book(response.json()["job_id"]))
@@ -137,7 +145,7 @@ def submit_books(api: str, count: int, chapters: int, words: int) -> list[Book]:
 
 
 def poll_books(api: str, books: list[Book]) -> None:
-    with httpx.Client(base_url=api, timeout=10.0) as client:
+    with httpx.Client(base_url=api, timeout=10.0, headers=api_headers()) as client:
         for book in books:
             if book.status in FINISHED:
                 continue
@@ -158,7 +166,7 @@ def poll_books(api: str, books: list[Book]) -> None:
 
 def all_jobs(api: str) -> list[dict[str, Any]]:
     jobs: list[dict[str, Any]] = []
-    with httpx.Client(base_url=api, timeout=10.0) as client:
+    with httpx.Client(base_url=api, timeout=10.0, headers=api_headers()) as client:
         for page in range(1, 200):
             body = client.get("/api/v1/biographies", params={"page": page, "page_size": 100}).json()
             jobs.extend(body.get("items", []))

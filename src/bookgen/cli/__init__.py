@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "loadtest": "bookgen.cli.loadtest:loadtest",
     "verify": "bookgen.cli.verify:verify",
     "db": "bookgen.cli.db:db",
+    "keys": "bookgen.cli.keys:keys",
     "deploy": "bookgen.cli.deploy:deploy",
 }
 

@@ -50,10 +50,12 @@ class MemorySink:
 async def write_book(settings: Settings, spec: BookSpec, bar: tqdm) -> MemorySink:
     from bookgen.service.app import EmbeddedSim
     from bookgen.service.llm.client import LLMClient
+    from bookgen.service.llm.provider import announce_provider
 
     hooks = Hooks()
-    sim = EmbeddedSim(settings.sim) if settings.llm_base_url is None else None
-    base_url = await sim.start() if sim is not None else settings.llm_base_url
+    provider = announce_provider(settings, hooks)  # the same fail-closed rules as `serve`
+    sim = EmbeddedSim(settings.sim) if provider.base_url is None else None
+    base_url = await sim.start() if sim is not None else provider.base_url
     llm = LLMClient(settings, hooks, base_url=base_url)
     sink = MemorySink(bar)
     writer = BookWriter(
@@ -88,6 +90,9 @@ def generate(
     character: str, chapters: int | None, total_words: int | None, model: str | None, out_dir: Path
 ) -> None:
     """Write a biography of CHARACTER to OUT as .txt, .md and .docx."""
+    from bookgen.cli.serve import check_provider
+
+    check_provider()
     settings = get_settings()
     spec = BookSpec(
         job_id=uuid.uuid4().hex,

@@ -12,6 +12,7 @@ from bookgen.acceptance.locust_run import (
     exit_on_sigterm,
     parse_duration,
     timestamp,
+    use_api_key,
 )
 from bookgen.acceptance.project import Project
 
@@ -67,6 +68,13 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="The BookGen checkout holding slo.yaml and loadtests/ (default: BOOKGEN_ROOT, the "
     "working directory or a parent of it, else the checkout the package runs from).",
 )
+@click.option(
+    "--api-key",
+    envvar="BOOKGEN_API_KEY",
+    default=None,
+    help="Sent as Authorization: Bearer on every request, for an API that requires keys "
+    "(`bookgen keys create`); default BOOKGEN_API_KEY.",
+)
 def loadtest(
     profile: str,
     users: int | None,
@@ -84,9 +92,11 @@ def loadtest(
     step_time: float,
     database_url: str | None,
     project: Path | None,
+    api_key: str | None,
 ) -> None:
     """Run a load profile headless; exits non-zero when the gate finds a target breached."""
     exit_on_sigterm()
+    use_api_key(api_key)
     from bookgen.acceptance.project import find_project
 
     try:

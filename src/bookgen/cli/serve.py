@@ -71,6 +71,9 @@ def run_worker(host: str, port: int, *, reuse_port: bool, log_level: str, access
         access_log=access_log,
         timeout_graceful_shutdown=10,
         backlog=2048,
+        # The app reads X-Forwarded-For itself, from BOOKGEN_FORWARDED_ALLOW_IPS only; uvicorn
+        # would otherwise believe it from 127.0.0.1, letting a local client choose its address.
+        proxy_headers=False,
     )
     signals = (signal.SIGTERM,) if reuse_port else HANDLED_SIGNALS
     _Server(config, signals).run(sockets=[sock])
@@ -143,12 +146,39 @@ class Supervisor:
     default=None,
     help="one line per request; default: on with telemetry (BOOKGEN_ACCESS_LOG), else off",
 )
-def serve(host: str, port: int, workers: int, log_level: str, access_log: bool | None) -> None:
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    help="proxies whose X-Forwarded-For is believed, comma separated, '*' for any "
+    "(BOOKGEN_FORWARDED_ALLOW_IPS; default: none)",
+)
+@click.option(
+    "--sim",
+    is_flag=True,
+    help="write books with the built-in simulated model (BOOKGEN_LLM_SIM=true)",
+)
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    access_log: bool | None,
+    forwarded_allow_ips: str | None,
+    sim: bool = False,
+) -> None:
     """Run the API and its job workers (the simulated model too, unless BOOKGEN_LLM_BASE_URL).
 
     With BOOKGEN_BROKER_URL set, the API only admits, enqueues and reads; `bookgen worker`
     processes write the books.
     """
+    # API keys are required unless this listens on loopback only (BOOKGEN_AUTH=auto).
+    os.environ["BOOKGEN_LISTEN_HOST"] = host
+    if forwarded_allow_ips is not None:
+        os.environ["BOOKGEN_FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
+    if sim:
+        os.environ["BOOKGEN_LLM_SIM"] = "true"  # the workers inherit it
+    get_settings.cache_clear()
+    check_provider()
     if access_log is not None:
         # Workers and the app factory read it from the environment, as every other setting.
         os.environ["BOOKGEN_ACCESS_LOG"] = "true" if access_log else "false"
@@ -174,6 +204,18 @@ def serve(host: str, port: int, workers: int, log_level: str, access_log: bool |
         )
     args = [host, str(port), log_level, "1" if access_log else "0"]
     sys.exit(Supervisor(args, workers).run())
+
+
+def check_provider() -> None:
+    """Stop here, with the one line naming the fix, on a provider setting that is incomplete
+    or contradictory (the API tier checks too: it shares the workers' environment)."""
+    from bookgen.service.llm.errors import LLMConfigError
+    from bookgen.service.llm.provider import resolve_provider
+
+    try:
+        resolve_provider(get_settings())
+    except LLMConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.command(

@@ -65,6 +65,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 )
 @click.option("--port", "api_port", type=click.IntRange(1, 65535), help="API port (default: free).")
 @click.option("--faults", is_flag=True, help="Enable the fault-injection debug routes.")
+@click.option(
+    "--sim", is_flag=True, help="Use the simulated model even if a provider is configured."
+)
 @RUN_DIR
 def up(
     engine: str,
@@ -76,6 +79,7 @@ def up(
     api_port: int | None,
     faults: bool,
     run_dir: Path,
+    sim: bool = False,
 ) -> None:
     """Start the API, the simulated model, Prometheus, Alertmanager and an alert receiver
     (with --engine celery also the workers, their broker, store and exporters)."""
@@ -93,6 +97,8 @@ def up(
         database_url=database_url,
         api_workers=api_workers,
     )
+    if sim:
+        stack.llm_base_url = None  # its own simulated model, declared as such to the service
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job ignores it
         signal.signal(sig, _terminate)
     click.echo(f"starting the stack in {stack.run_dir} ...")
@@ -110,6 +116,7 @@ def up(
         click.echo(f"  {'alerts log':<{width}}  {stack.notifications_path}")
         if faults:
             click.echo(f"  {'faults':<{width}}  {stack.api_url}/debug/faults")
+            click.echo(f"  {'debug token':<{width}}  X-Debug-Token: {stack.debug_token}")
         click.echo(f"profile: {stack.profile_name}. Ctrl-C stops everything.")
         reported: set[str] = set()
         while True:

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from bookgen.acceptance.locust_run import exit_on_sigterm, parse_duration, timestamp
+from bookgen.acceptance.locust_run import (
+    exit_on_sigterm,
+    parse_duration,
+    timestamp,
+    use_api_key,
+)
 
 
 @click.command("verify")
@@ -56,6 +61,13 @@ from bookgen.acceptance.locust_run import exit_on_sigterm, parse_duration, times
     type=click.Path(dir_okay=False, path_type=Path),
     help="Generated gate thresholds (default PROJECT/loadtests/thresholds.json).",
 )
+@click.option(
+    "--api-key",
+    envvar="BOOKGEN_API_KEY",
+    default=None,
+    help="Sent as Authorization: Bearer on every request, for an API that requires keys "
+    "(`bookgen keys create`); default BOOKGEN_API_KEY.",
+)
 def verify(
     users: int,
     duration: str,
@@ -70,9 +82,11 @@ def verify(
     project: Path | None,
     slo_path: Path | None,
     thresholds: Path | None,
+    api_key: str | None,
 ) -> None:
     """Bring the stack up, run the acceptance load while books are written, print the targets."""
     exit_on_sigterm()
+    use_api_key(api_key)
     from bookgen.acceptance.project import find_project
     from bookgen.acceptance.targets import load_targets
     from bookgen.acceptance.verify import VerifyOptions, run_verify

@@ -39,6 +39,9 @@ def worker(
             "no broker: set BOOKGEN_BROKER_URL, e.g. redis://127.0.0.1:6379/1 "
             "(or amqp://guest:guest@127.0.0.1:5672//)"
         )
+    from bookgen.cli.serve import check_provider
+
+    check_provider()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
     from bookgen.worker import build_worker

@@ -119,7 +119,11 @@ def instrument(
     build = (bookgen_version(), platform.python_version(), str(settings.worker_index))
     metrics.build_info.labels(*build).set(1)
     registry.register(
-        RuntimeCollector(lambda: getattr(app.state, "runtime", None), settings.max_queue)
+        RuntimeCollector(
+            lambda: getattr(app.state, "runtime", None),
+            settings.max_queue,
+            lambda: getattr(app.state, "admission", None),
+        )
     )
     registry.register(ProcessCollector())
 

@@ -37,7 +37,7 @@ EVENT_LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")  # pre-created per route that allows them
 UNMATCHED_ROUTE = "unmatched"
 JOB_OUTCOMES = ("completed", "failed", "cancelled")
-REJECT_REASONS = ("queue_full", "rate_limited", "invalid")
+REJECT_REASONS = ("queue_full", "rate_limited", "quota", "invalid")
 LENGTH_FIX_ACTIONS = ("continue", "trim")
 LLM_RETRY_REASONS = ("rate_limited", "server_error", "timeout", "connection")
 TOKEN_TYPES = ("input", "output")
@@ -194,6 +194,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "gauge",
         "Worker processes this deployment is meant to run (0: not configured).",
     ),
+    MetricSpec(
+        "bookgen_principal_spend_usd",
+        "gauge",
+        "Estimated LLM spend in US dollars on each principal's books, all time, from the store "
+        "(principal = API key name; '(anonymous)' without a key, '(other)' past the first 100).",
+        ("principal",),
+    ),
     # --- LLM (OpenTelemetry GenAI conventions, translated to Prometheus names) -----------
     MetricSpec(
         "gen_ai_client_operation_duration_seconds",
@@ -229,6 +236,23 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "counter",
         "Estimated LLM spend in US dollars, by model.",
         ("gen_ai_request_model",),
+    ),
+    MetricSpec(
+        "bookgen_llm_provider_info",
+        "gauge",
+        "1 for the LLM provider this process uses; simulated=true for the built-in model.",
+        ("provider", "simulated"),
+    ),
+    MetricSpec(
+        "bookgen_llm_breaker_open",
+        "gauge",
+        "1 while the LLM provider circuit breaker is open (no new work is taken).",
+    ),
+    MetricSpec(
+        "bookgen_sections_out_of_band_total",
+        "counter",
+        "Sections stored outside the length band after all their attempts, by kind.",
+        ("kind",),
     ),
     # --- process (one scrape target per worker process) ----------------------------------
     MetricSpec(

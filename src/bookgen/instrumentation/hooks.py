@@ -169,6 +169,9 @@ class TelemetryHooks(Hooks):
     def length_fix(self, action: str) -> None:
         self._m.length_fixes.labels(bounded(action, cat.LENGTH_FIX_ACTIONS)).inc()
 
+    def length_out_of_band(self, outcome: ChapterOutcome) -> None:
+        self._m.out_of_band.labels(bounded(outcome.kind, cat.CHAPTER_KINDS)).inc()
+
     # --- LLM ----------------------------------------------------------------------------
     @contextmanager
     def llm_call(self, call: LLMCall) -> Iterator[LLMCall]:
@@ -234,3 +237,10 @@ class TelemetryHooks(Hooks):
 
     def llm_retry(self, reason: str) -> None:
         self._m.llm_retries.labels(bounded(reason, cat.LLM_RETRY_REASONS)).inc()
+
+    def llm_provider(self, provider: str, simulated: bool) -> None:
+        self._m.llm_provider_info.clear()
+        self._m.llm_provider_info.labels(provider, "true" if simulated else "false").set(1)
+
+    def llm_breaker(self, state: str) -> None:
+        self._m.llm_breaker_open.set(1 if state == "open" else 0)

@@ -29,6 +29,7 @@ COLLECTED = frozenset(
         "bookgen_sections",
         "bookgen_section_oldest_queued_age_seconds",
         "bookgen_workers_expected",
+        "bookgen_principal_spend_usd",
         "bookgen_process_resident_memory_bytes",
         "bookgen_process_cpu_seconds_total",
         "bookgen_process_open_fds",
@@ -101,6 +102,9 @@ class Metrics:
         self.llm_ttfc = self._get("gen_ai_client_operation_time_to_first_chunk_seconds", Histogram)
         self.llm_retries = self._get("bookgen_llm_retries_total", Counter)
         self.llm_cost = self._get("bookgen_llm_cost_usd_total", Counter)
+        self.llm_provider_info = self._get("bookgen_llm_provider_info", Gauge)
+        self.llm_breaker_open = self._get("bookgen_llm_breaker_open", Gauge)
+        self.out_of_band = self._get("bookgen_sections_out_of_band_total", Counter)
         self.section_tasks = self._get("bookgen_section_tasks_total", Counter)
         self.section_redeliveries = self._get("bookgen_section_redeliveries_total", Counter)
         self.section_duration = self._get("bookgen_section_task_duration_seconds", Histogram)
@@ -146,6 +150,10 @@ class Metrics:
             self.length_fixes.labels(action)
         for reason in cat.LLM_RETRY_REASONS:
             self.llm_retries.labels(reason)
+        # 0 until the process has resolved its provider (the hook then sets the true one to 1).
+        self.llm_provider_info.labels(provider, "false")
+        for kind in cat.CHAPTER_KINDS[1:]:
+            self.out_of_band.labels(kind)
         for outcome in cat.SECTION_TASK_OUTCOMES:
             self.section_tasks.labels(outcome)
         for kind in cat.CHAPTER_KINDS:

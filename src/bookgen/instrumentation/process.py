@@ -49,9 +49,16 @@ def _gauge(name: str, value: float) -> GaugeMetricFamily:
 class RuntimeCollector(Collector):
     """Queue and running-job gauges from `app.state.runtime.snapshot()`; zeros until it exists."""
 
-    def __init__(self, runtime: Callable[[], Any], default_capacity: int) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Any],
+        default_capacity: int,
+        admission: Callable[[], Any] = lambda: None,
+    ) -> None:
         self._runtime = runtime
         self._default_capacity = default_capacity
+        # The service's admission state (`spend_by_principal()`, cached by its refresh loop).
+        self._admission = admission
 
     def collect(self) -> Iterator[Metric]:
         queued = running = age = 0.0
@@ -83,6 +90,21 @@ class RuntimeCollector(Collector):
         yield family
         yield _gauge("bookgen_section_oldest_queued_age_seconds", queued_age)
         yield _gauge("bookgen_workers_expected", expected)
+        yield self._spend()
+
+    def _spend(self) -> Metric:
+        spec = cat.BY_NAME["bookgen_principal_spend_usd"]
+        family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+        spend: dict[str, float] = {"(anonymous)": 0.0, "(other)": 0.0}
+        admission = self._admission()
+        if admission is not None:
+            try:
+                spend = admission.spend_by_principal()
+            except Exception:
+                log.warning("spend per principal unavailable", exc_info=True)
+        for principal, usd in sorted(spend.items()):
+            family.add_metric([principal], usd)
+        return family
 
 
 class WorkerCollector(Collector):

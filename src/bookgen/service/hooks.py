@@ -82,7 +82,7 @@ class Hooks:
         return {}
 
     def job_rejected(self, reason: str) -> None:
-        """reason: queue_full | rate_limited | invalid."""
+        """reason: queue_full | rate_limited | quota (the caller's own cap) | invalid."""
 
     @contextmanager
     def job_run(self, job: JobInfo) -> Iterator[None]:
@@ -109,6 +109,9 @@ class Hooks:
     def length_fix(self, action: str) -> None:
         """action: continue | trim."""
 
+    def length_out_of_band(self, outcome: ChapterOutcome) -> None:
+        """A section stored outside the length band after all its attempts (too short)."""
+
     # --- LLM ----------------------------------------------------------------------------
     @contextmanager
     def llm_call(self, call: LLMCall) -> Iterator[LLMCall]:
@@ -116,6 +119,12 @@ class Hooks:
 
     def llm_retry(self, reason: str) -> None:
         """reason: rate_limited | server_error | timeout | connection."""
+
+    def llm_provider(self, provider: str, simulated: bool) -> None:
+        """At start: which provider this process talks to (the simulated model or a real one)."""
+
+    def llm_breaker(self, state: str) -> None:
+        """The provider circuit breaker changed state: closed | open | half_open."""
 
     @property
     def capture_content(self) -> bool:

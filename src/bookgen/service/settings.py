@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,8 @@ class SimSettings(BaseModel):
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_rate: float = Field(default=0.0, ge=0, le=1)
     retry_after_s: float = Field(default=1.0, ge=0)
+    # The status `error_rate` answers with (500, or 502/503/504 for a gateway-style outage).
+    error_status: int = Field(default=500, ge=500, le=599)
     # Fault injection (issue 5): a pause once mid-response, latency added before the first token,
     # and how long a simulated timeout hangs (bounded; longer than the client's timeout).
     stall_s: float = Field(default=0.0, ge=0, le=3600)
@@ -63,7 +66,10 @@ class Settings(BaseSettings):
     # and set this false, so app processes only check the revision and never run DDL.
     db_auto_migrate: bool = True
 
-    # LLM provider. No base URL means: start the simulated model in-process.
+    # LLM provider (resolved by bookgen.service.llm.provider, which fails closed). The simulated
+    # model runs only when `llm_sim` is true or no provider setting at all is given; a key with
+    # no base URL means OpenRouter.
+    llm_sim: bool | None = None
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_provider_name: str = "openrouter"
@@ -74,6 +80,21 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=4, ge=0, le=20)
     llm_backoff_base_s: float = Field(default=0.5, ge=0)
     llm_backoff_max_s: float = Field(default=30.0, ge=0)
+    # A Retry-After up to this long is waited out in full; a longer one ends the call at once
+    # and leaves the wait to the book's own retry (which frees the slot meanwhile).
+    llm_retry_after_max_s: float = Field(default=60.0, ge=0)
+    # One call, all its attempts and waits included.
+    llm_call_deadline_s: float = Field(default=1800.0, gt=0)
+    # Provider outages: a book (in-process) or section (worker tier) whose call failed with a
+    # retryable error is handed back, stored sections kept, and taken again after a backoff
+    # (base doubling up to max); past `llm_handback_max` hand-backs it fails with the reason.
+    llm_handback_max: int = Field(default=20, ge=0)
+    llm_handback_base_s: float = Field(default=5.0, ge=0)
+    llm_handback_max_s: float = Field(default=120.0, ge=0)
+    # Circuit breaker: this many retryable failures in a row open it (no new work is taken);
+    # after `llm_breaker_open_s` one probe call is let through, and its success closes it.
+    llm_breaker_threshold: int = Field(default=5, ge=1)
+    llm_breaker_open_s: float = Field(default=10.0, gt=0)
     llm_max_concurrency: int = Field(default=64, ge=1)
     llm_stream: bool = True
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
@@ -121,6 +142,25 @@ class Settings(BaseSettings):
     # Exported for the "fewer workers than expected" alert; 0 = not configured.
     workers_expected: int = Field(default=0, ge=0)
 
+    # Principals and admission
+    # Who may call the biography and source routes. "auto": a key (`Authorization: Bearer`, made
+    # with `bookgen keys create`) is required unless the API listens on loopback only; "on":
+    # always required; "off": never required (warned about at start unless loopback).
+    auth: Literal["auto", "on", "off"] = "auto"
+    # The address the API listens on (`bookgen serve --host` sets it), which "auto" goes by.
+    listen_host: str = "127.0.0.1"
+    # Proxies whose X-Forwarded-For is believed (addresses or networks, comma separated, "*"
+    # for any), as uvicorn's --forwarded-allow-ips; without auth the client address keys the
+    # limits, so no other client can choose it with a header.
+    forwarded_allow_ips: str = ""
+    # Queued + running books per principal when its key sets no quota (and per client address
+    # without auth); 0 = no cap.
+    principal_max_active: int = Field(default=0, ge=0)
+    # How often each API process reconciles its in-memory admission counts with the store.
+    admission_refresh_s: float = Field(default=1.0, gt=0)
+    # A key lookup (or a miss) is remembered this long: a revoked key stops working within it.
+    key_cache_ttl_s: float = Field(default=5.0, ge=0)
+
     # HTTP edge
     rate_limit: str = "120/minute"
     # A `limits` async storage URI. Memory counts per process (N workers: N x the rate); use
@@ -128,8 +168,15 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "async+memory://"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     debug_routes: bool = False
+    # The debug routes answer only requests carrying it in X-Debug-Token; with none set they
+    # answer nobody (`bookgen up --faults` makes one per run).
+    debug_token: SecretStr | None = None
     # Let /sources/validate probe loopback and private addresses (internal documents only).
     sources_allow_private: bool = False
+    # False: /sources/validate sends no request at all (accessibility is reported not checked).
+    sources_probe: bool = True
+    # Calls asking for accessibility checks, per client (apart from the submission limit).
+    sources_rate_limit: str = "30/minute"
 
     # Telemetry (the service never reads these itself; the composition root does)
     telemetry: bool = True

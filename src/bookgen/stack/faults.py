@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 _ATTEMPTS = 200
 Report = dict[str, Any]
@@ -14,6 +17,11 @@ class FaultError(RuntimeError):
     """A fault switch could not be reached or refused the change."""
 
 
+def debug_headers(token: str | None) -> dict[str, str]:
+    """What a request to the service's debug routes carries (`Stack.debug_token`)."""
+    return {"X-Debug-Token": token} if token else {}
+
+
 class ApiFaults:
     """The debug routes of every worker behind one SO_REUSEPORT port.
 
@@ -21,10 +29,13 @@ class ApiFaults:
     which the kernel hashes to a worker, so worker i is reached within a few attempts.
     """
 
-    def __init__(self, api_url: str, workers: int, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, api_url: str, workers: int, timeout_s: float = 30.0, token: str | None = None
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.workers = workers
         self._timeout = timeout_s
+        self.headers = debug_headers(token)
 
     def on_worker(
         self, worker: int, method: str, path: str, json: dict[str, Any] | None = None
@@ -39,6 +50,7 @@ class ApiFaults:
                     f"{self.api_url}{path}",
                     json=None if method == "DELETE" else body,
                     params=params,
+                    headers=self.headers,
                 )
             if response.status_code == 421:
                 continue
@@ -46,6 +58,8 @@ class ApiFaults:
                 raise FaultError(
                     f"{path} not found: start the stack with faults enabled (bookgen up --faults)"
                 )
+            if response.status_code == 401:
+                raise FaultError(f"{path} refused the debug token: pass the stack's debug_token")
             if not response.is_success:
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
                 break
@@ -114,3 +128,53 @@ class SimFaults:
 
     def close(self) -> None:
         self._client.close()
+
+
+class ScrapeJobs:
+    """Jobs of a running Prometheus (`--web.enable-lifecycle`): take one out of its config and
+    reload, as a lost service discovery would; `restore` puts the config back as it was."""
+
+    def __init__(self, config_path: Path, prometheus_url: str, timeout_s: float = 10.0) -> None:
+        self.config_path = config_path
+        self.prometheus_url = prometheus_url.rstrip("/")
+        self._timeout = timeout_s
+        self._original: str | None = None
+
+    def drop(self, job: str) -> None:
+        """Every target of `job` gone, the job itself kept: Prometheus marks the series of the
+        targets it stops scraping stale (a job removed whole keeps them for the lookback)."""
+        text = self.config_path.read_text(encoding="utf-8")
+        config = yaml.safe_load(text)
+        found = [j for j in config.get("scrape_configs") or [] if j.get("job_name") == job]
+        if not found:
+            raise FaultError(f"Prometheus scrapes no job {job!r}")
+        if self._original is None:
+            self._original = text
+        for entry in found:
+            entry["static_configs"] = []
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        self._reload()
+        self._wait_unscraped(job)
+
+    def _wait_unscraped(self, job: str) -> None:
+        """Until no active target of `job` is left (discovery applies a reload within seconds)."""
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=self.prometheus_url, timeout=self._timeout) as client:
+            while time.monotonic() < deadline:
+                data = client.get("/api/v1/targets", params={"state": "active"}).json()
+                targets = data["data"]["activeTargets"]
+                if not [t for t in targets if t["labels"].get("job") == job]:
+                    return
+                time.sleep(0.1)
+        raise FaultError(f"Prometheus still scrapes {job!r} 30 s after the reload")
+
+    def restore(self) -> None:
+        if self._original is not None:
+            self.config_path.write_text(self._original, encoding="utf-8")
+            self._original = None
+            self._reload()
+
+    def _reload(self) -> None:
+        response = httpx.post(f"{self.prometheus_url}/-/reload", timeout=self._timeout)
+        if not response.is_success:
+            raise FaultError(f"Prometheus refused the reload: HTTP {response.status_code}")

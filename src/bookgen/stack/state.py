@@ -27,6 +27,7 @@ def write(stack: Stack) -> None:
         "engine": stack.engine,
         "workers": stack.workers,
         "faults": stack.faults,
+        "debug_token": stack.debug_token,
         "urls": stack.urls(),
         "notifications": str(stack.notifications_path),
         "components": {

@@ -10,6 +10,7 @@ processes `start()` began (by process group and remembered PIDs): SIGTERM, then 
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import signal
 import time
@@ -23,6 +24,7 @@ import httpx
 import psutil
 import yaml
 
+from bookgen.service.llm.provider import OPENROUTER_BASE_URL
 from bookgen.service.settings import Settings
 from bookgen.stack import binaries, profile, state
 from bookgen.stack.ports import HOST, Ports, allocate
@@ -79,12 +81,20 @@ class Stack:
         self.fast = fast
         self.faults = faults
         self.env = dict(env or {})
+        # The debug routes answer only with this token; a fresh one per run (or the caller's).
+        self.debug_token: str | None = (
+            (self.env.get("BOOKGEN_DEBUG_TOKEN") or secrets.token_urlsafe(32)) if faults else None
+        )
         self.ready_timeout_s = ready_timeout_s
         self.grace_s = grace_s
         self._echo = echo
         self._port_config = {"api": api_port, **(ports or {})}
-        # A configured provider (BOOKGEN_LLM_BASE_URL, here or in the environment) replaces the sim.
-        self.llm_base_url = self.env.get("BOOKGEN_LLM_BASE_URL") or Settings().llm_base_url
+        # A configured provider (BOOKGEN_LLM_BASE_URL, here or in the environment) replaces the
+        # sim; a key alone means OpenRouter, as it does for the service itself.
+        settings = Settings()
+        self.llm_base_url = self.env.get("BOOKGEN_LLM_BASE_URL") or settings.llm_base_url
+        if not self.llm_base_url and (self.env.get("BOOKGEN_LLM_API_KEY") or settings.llm_api_key):
+            self.llm_base_url = OPENROUTER_BASE_URL
         self.profile_name = "fast" if fast else "default"
         self.ports: Ports | None = None
         # Timings and each alert's `for`, as rendered for this run (set by `start`).
@@ -263,8 +273,9 @@ class Stack:
     # --- components -----------------------------------------------------------------------
     def _start_celery_workers(self, tier: CeleryTier) -> None:
         llm = self.llm_base_url or f"{self.sim_url}/v1"
+        env = self.env if self.llm_base_url else {**self.env, "BOOKGEN_LLM_SIM": "true"}
         for index in range(tier.workers):
-            worker = tier.worker(index, llm, self.env)
+            worker = tier.worker(index, llm, env)
             self.components.append(worker)
             self.celery_workers.append(worker)
             worker.start()
@@ -330,9 +341,17 @@ class Stack:
         env = {
             "BOOKGEN_DATABASE_URL": self.database_url or sqlite,
             "BOOKGEN_LLM_BASE_URL": llm,
+            # Its own sim is declared as such, so the service says it runs on the simulated model.
+            **({} if self.llm_base_url else {"BOOKGEN_LLM_SIM": "true"}),
             "BOOKGEN_METRICS_PORT_BASE": str(self._ports.metrics_base),
             "BOOKGEN_DEBUG_ROUTES": "true" if self.faults else "false",
+            **({"BOOKGEN_DEBUG_TOKEN": self.debug_token} if self.debug_token else {}),
             "BOOKGEN_TELEMETRY": "true",
+            # The stack listens on loopback only, so whatever reaches it runs on this machine:
+            # the local tools (load generators, tests, `bookgen verify`) are its edge. Trusting
+            # their X-Forwarded-For lets each simulated user be a client address of its own;
+            # otherwise every one of them is 127.0.0.1 and they share one rate-limit bucket.
+            "BOOKGEN_FORWARDED_ALLOW_IPS": HOST,
             **(self.tier.api_env() if self.tier else {}),
             **self.env,
         }

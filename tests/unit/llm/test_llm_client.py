@@ -127,14 +127,17 @@ async def test_429_retry_after_http_date_is_honoured(hooks: RecordingHooks) -> N
     await client.aclose()
 
 
-async def test_retry_after_is_capped_by_backoff_max(hooks: RecordingHooks) -> None:
-    transport, _ = scripted(
+async def test_retry_after_over_the_cap_gives_up_at_once(hooks: RecordingHooks) -> None:
+    transport, seen = scripted(
         [httpx.Response(429, headers={"Retry-After": "600"}), httpx.Response(200, json=ok_body())]
     )
     sleeps = Sleeps()
-    client = make_client(transport, hooks, sleeps, llm_backoff_max_s=3.0)
-    await client.chat(MESSAGES)
-    assert sleeps.delays == [3.0]
+    client = make_client(transport, hooks, sleeps, llm_retry_after_max_s=60.0)
+    with pytest.raises(LLMError) as info:
+        await client.chat(MESSAGES)
+    # Not shortened to fit a cap: the book's own retry waits the full 600 s with its slot free.
+    assert info.value.retryable and info.value.retry_after == 600.0
+    assert sleeps.delays == [] and len(seen) == 1
     await client.aclose()
 
 

@@ -7,9 +7,11 @@ import contextlib
 import logging
 import math
 import os
+import random
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,12 +19,15 @@ from sqlalchemy.exc import DBAPIError
 
 from bookgen.service.hooks import Hooks, JobInfo
 from bookgen.service.jobs.execution import StoreSink, book_spec, job_info
+from bookgen.service.llm import spend
+from bookgen.service.llm.breaker import CLOSED, CircuitBreaker
+from bookgen.service.llm.errors import LLMError
 from bookgen.service.pipeline.book import BookWriter
 from bookgen.service.pipeline.writer import ChatModel, LengthPolicy
 from bookgen.service.settings import Settings
-from bookgen.service.store import JobRow, LeaseLost, Store
+from bookgen.service.store import JobRow, LeaseLost, Store, Usage
 from bookgen.service.store.models import utcnow
-from bookgen.service.store.repository import ERROR_LIMIT
+from bookgen.service.store.repository import ERROR_LIMIT, INTERNAL_ERROR
 
 logger = logging.getLogger("bookgen.jobs")
 
@@ -62,10 +67,17 @@ class JobRuntime:
         hooks: Hooks,
         *,
         owner: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        on_completed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        # Work a completed book is worth doing at once, off its readers' path (its DOCX).
+        self.on_completed = on_completed
+        self._after: set[asyncio.Task[None]] = set()
         self.settings = settings
         self.hooks = hooks
+        # The LLM client's breaker: while it is open, no job is claimed (none would progress).
+        self.breaker = breaker
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._unpaused = asyncio.Event()
         self._unpaused.set()
@@ -95,7 +107,7 @@ class JobRuntime:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        tasks = [r.task for r in self._running.values()]
+        tasks = [r.task for r in self._running.values()] + list(self._after)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -174,18 +186,29 @@ class JobRuntime:
         if self._queued == 0 and now - self._last_reclaim_scan < self.settings.job_lease_s / 2:
             return
         self._last_reclaim_scan = now
-        while (
-            not self._stopping
-            and not self.paused
-            and len(self._running) < self.settings.job_concurrency
-        ):
+        # At most the slots free now: slots freed meanwhile are the next tick's, so a stream of
+        # submissions cancelled at once cannot keep this loop (and `_queued` unreconciled,
+        # which admission reads) going.
+        for _ in range(max(0, self.settings.job_concurrency - len(self._running))):
+            if (
+                self._stopping
+                or self.paused
+                or len(self._running) >= self.settings.job_concurrency
+                or not (self.breaker is None or self.breaker.accepting())
+            ):
+                break
             job = await self.store.claim(self.owner, self.settings.job_lease_s)
             if job is None:
                 break
             info = job_info(job)
             task = asyncio.create_task(self._run(job, info), name=f"bookgen-job-{job.id[:8]}")
             self._running[job.id] = _Running(info, task)
+            # A task cancelled before it first runs (a cancel right after the claim) never
+            # reaches `_run`'s cleanup; without this its slot stayed taken for good.
+            task.add_done_callback(self._forgetter(job.id))
             self._queued = max(0, self._queued - 1)
+            if self.breaker is not None and self.breaker.state != CLOSED:
+                break  # half-open: one job carries the probe; the rest wait for its answer
 
     # --- running ------------------------------------------------------------------------
     async def _heartbeat(self, job_id: str) -> None:
@@ -201,15 +224,33 @@ class JobRuntime:
                 self.cancel_local(job_id)
                 return
 
+    def _forgetter(self, job_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(task: asyncio.Task[None]) -> None:
+            running = self._running.get(job_id)
+            if running is not None and running.task is task:
+                del self._running[job_id]
+                self._wake.set()
+
+        return forget
+
     async def _run(self, job: JobRow, info: JobInfo) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(job.id))
         try:
-            with self.hooks.job_run(info):
-                await self._execute(job, info)
+            with self.hooks.job_run(info), spend.tallied() as tally:
+                try:
+                    await self._execute(job, info)
+                finally:
+                    await asyncio.shield(self._add_spend(job.id, Usage(*tally.take())))
         finally:
             heartbeat.cancel()
             self._running.pop(job.id, None)
             self._wake.set()
+
+    async def _add_spend(self, job_id: str, usage: Usage) -> None:
+        try:
+            await self.store.add_spend(job_id, usage)
+        except DBAPIError:
+            logger.warning("could not add unsaved LLM spend", extra={"job_id": job_id})
 
     async def _execute(self, job: JobRow, info: JobInfo) -> None:
         if job.runs > MAX_RUNS:
@@ -238,16 +279,58 @@ class JobRuntime:
                 "store error; job left to resume", extra={"job_id": job.id, "error_type": kind}
             )
             return
+        except LLMError as error:
+            if error.retryable and job.llm_handbacks < self.settings.llm_handback_max:
+                await self._hand_back(job, error)
+                return
+            message = error.public()
+            if error.retryable:
+                message = (
+                    f"the LLM provider kept failing: gave up after {job.llm_handbacks} "
+                    f"hand-backs (BOOKGEN_LLM_HANDBACK_MAX); last error: {error.public()}"
+                )
+            logger.warning("job failed", extra={"job_id": job.id, "error_type": "LLMError"})
+            if await self.store.finish(job.id, self.owner, "failed", message[:ERROR_LIMIT]):
+                self._finished(info, "failed")
+            return
         except Exception as error:
             logger.warning(
-                "job failed", extra={"job_id": job.id, "error_type": type(error).__name__}
+                "job failed",
+                extra={"job_id": job.id, "error_type": type(error).__name__},
+                exc_info=True,
             )
-            message = f"{type(error).__name__}: {error}"[:ERROR_LIMIT]
+            message = INTERNAL_ERROR
             if await self.store.finish(job.id, self.owner, "failed", message):
                 self._finished(info, "failed")
             return
         if await self.store.finish(job.id, self.owner, "completed"):
             self._finished(info, "completed")
+            if self.on_completed is not None:
+                after = asyncio.create_task(self._after_completed(job.id))
+                self._after.add(after)
+                after.add_done_callback(self._after.discard)
+
+    async def _after_completed(self, job_id: str) -> None:
+        assert self.on_completed is not None
+        try:
+            await self.on_completed(job_id)
+        except Exception:  # an optimisation: the reader does the work itself if it fails
+            logger.warning("work after completion failed", extra={"job_id": job_id}, exc_info=True)
+
+    async def _hand_back(self, job: JobRow, error: LLMError) -> None:
+        """Give a book whose provider failed back to the queue, stored sections kept, to be
+        taken again after a backoff (or the provider's Retry-After, if longer)."""
+        delay = handback_delay(self.settings, job.llm_handbacks + 1, error.retry_after)
+        note = (
+            f"waiting for the LLM provider (hand-back {job.llm_handbacks + 1} of "
+            f"{self.settings.llm_handback_max}, again in {delay:.0f} s): {error.public()}"
+        )
+        logger.warning(
+            "LLM provider failed; job handed back",
+            extra={"job_id": job.id, "error_type": error.error_type},
+        )
+        await self.store.defer(job.id, self.owner, delay, note)
+        self._wake.set()
 
     async def _finished_elsewhere(self, info: JobInfo) -> None:
         """The job stopped being ours: report it only if a user cancelled it."""
@@ -258,3 +341,14 @@ class JobRuntime:
     def _finished(self, info: JobInfo, outcome: str) -> None:
         duration = (utcnow() - info.created_at).total_seconds()
         self.hooks.job_finished(info, outcome, duration)
+
+
+def handback_delay(settings: Settings, handback: int, retry_after: float | None) -> float:
+    """Backoff before hand-back number `handback` (1, 2, ...) runs again: doubling from
+    `llm_handback_base_s` to `llm_handback_max_s`, jittered down by up to half so books handed
+    back together do not return together; never sooner than the provider asked."""
+    ceiling = min(
+        settings.llm_handback_max_s, settings.llm_handback_base_s * 2 ** min(handback - 1, 30)
+    )
+    delay = ceiling * random.uniform(0.5, 1.0)
+    return float(max(delay, retry_after or 0.0))

@@ -1,13 +1,23 @@
 """One async client for OpenAI-compatible chat-completions APIs (OpenRouter, vLLM, Ollama, ...).
 
 - Streaming (SSE with `stream_options.include_usage`) and non-streaming.
-- Retries 429, 5xx, timeouts and connection errors with exponential backoff and full jitter,
-  honouring `Retry-After` (seconds or an HTTP date), every wait capped by `llm_backoff_max_s`.
-  Other 4xx raise at once.
+- Retries 408, 409, 429, 5xx, timeouts, connection errors and streams that end without
+  `[DONE]` or a finish reason, with exponential backoff and full jitter (capped by
+  `llm_backoff_max_s`) for at most `llm_max_retries` failures. A `Retry-After` (seconds or an
+  HTTP date) is waited out in full when it is at most `llm_retry_after_max_s`; a longer one
+  ends the call at once (retryable, with `retry_after` set) so the book's own retry takes over.
+  A 429 the provider timed is pacing, not a failure: it does not use up the retries. Other 4xx
+  raise at once. Each attempt has a deadline (`llm_attempt_deadline_s`), and so has the call,
+  waits included (`llm_call_deadline_s`).
+- A circuit breaker (`breaker.py`): while the provider is down, calls wait instead of failing
+  and one probe at a time finds out when it is back.
 - A per-process concurrency limit (`llm_max_concurrency`), held only while a request is in flight
   (not while sleeping before a retry).
 - Token usage from the response (estimated from the text when the provider sends none, or when
   a `StreamWatch` ended the stream early); cost from `settings.prices` (an unknown model costs 0).
+  A failed or cut-off attempt that had started to answer is charged what it streamed (and its
+  prompt): in its `LLMCall`, in the `ChatResult` of a call that then succeeds, and otherwise in
+  the run's unsaved spend (`spend.py`).
 - A `StreamWatch` sees each streamed delta and may end the reply there (`finish_reason`
   `client_stop`): closing the stream stops the generation, so text the caller would discard is
   neither waited for nor paid for.
@@ -33,7 +43,10 @@ from typing import Any, Protocol
 import httpx
 
 from bookgen.service.hooks import Hooks, LLMCall
+from bookgen.service.llm import spend
+from bookgen.service.llm.breaker import BreakerOpen, CircuitBreaker
 from bookgen.service.llm.errors import LLMConfigError, LLMError
+from bookgen.service.llm.provider import OPENROUTER_BASE_URL
 from bookgen.service.settings import Settings
 
 __all__ = [
@@ -49,7 +62,6 @@ __all__ = [
 
 logger = logging.getLogger("bookgen.llm")
 
-OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 PING_TIMEOUT_S = 5.0
 TOKENS_PER_WORD = 4.0 / 3.0
 
@@ -120,9 +132,20 @@ _SECRET_LIKE = re.compile(r"(sk-[A-Za-z0-9_\-*.]{4,}|Bearer\s+\S+)")
 def _retry_reason(status: int) -> str | None:
     if status == 429:
         return "rate_limited"
-    if status >= 500:
+    if status == 408:
+        return "timeout"
+    if status == 409 or status >= 500:  # 409: a conflict the provider resolves on its side
         return "server_error"
     return None
+
+
+@dataclass(slots=True)
+class _Partial:
+    """What an attempt received before it broke, so a failed attempt can still be charged."""
+
+    started: bool = False  # a 2xx answer began: the provider generated (and bills) tokens
+    parts: list[str] | None = None
+    usage: dict[str, Any] | None = None
 
 
 class LLMClient:
@@ -137,6 +160,7 @@ class LLMClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: SleepFn | None = None,
         rng: random.Random | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._settings = settings
         self._hooks = hooks
@@ -162,9 +186,20 @@ class LLMClient:
             limits=httpx.Limits(max_connections=limit + 4, max_keepalive_connections=limit + 4),
             transport=transport,
         )
+        # /ready's probe has a connection of its own: behind the streams in `_http`'s pool (all
+        # its connections busy with books, more requests waiting) it timed out under load.
+        self._probe = httpx.AsyncClient(
+            base_url=self.base_url + "/",
+            headers=headers,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            transport=transport,
+        )
         self._semaphore = asyncio.Semaphore(limit)
         self._sleep: SleepFn = sleep or asyncio.sleep
         self._rng = rng or random.Random()
+        self.breaker = breaker or CircuitBreaker(
+            settings.llm_breaker_threshold, settings.llm_breaker_open_s, on_change=self._breaker
+        )
         self._in_flight = 0
         self.max_in_flight = 0  # highest concurrency seen; tests and benchmarks read it
 
@@ -195,36 +230,134 @@ class LLMClient:
         if stream:
             payload["stream_options"] = {"include_usage": True}
 
-        attempts = self._settings.llm_max_retries + 1
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.llm_call_deadline_s
+        spent = [0, 0, 0.0]  # failed attempts of this call: input, output, cost
+        failures = 0
         attempt = 1
-        while True:
-            try:
-                async with self._semaphore:
-                    self._in_flight += 1
-                    self.max_in_flight = max(self.max_in_flight, self._in_flight)
-                    try:
-                        return await self._attempt(payload, messages, attempt, watch)
-                    finally:
-                        self._in_flight -= 1
-            except LLMError as exc:
-                if not exc.retryable or attempt >= attempts:
+        try:
+            while True:
+                try:
+                    probe = await self._enter(deadline)
+                except BreakerOpen:
+                    raise LLMError(
+                        "LLM provider unavailable (circuit open) past the call's deadline",
+                        None,
+                        True,
+                        error_type="circuit_open",
+                        reason="server_error",
+                        retry_after=self.breaker.reopens_in(),
+                    ) from None
+                try:
+                    result = await self._bounded_attempt(
+                        payload, messages, attempt, watch, deadline, spent
+                    )
+                except LLMError as exc:
+                    if exc.retryable and not _paced(exc, settings):
+                        self.breaker.failure(probe)
+                    elif exc.retryable:
+                        self.breaker.neutral(probe)
+                    else:
+                        self.breaker.success(probe)  # it answered: the provider is up
+                    if not exc.retryable:
+                        raise
+                    if exc.retry_after is not None:
+                        if exc.retry_after > settings.llm_retry_after_max_s:
+                            raise  # longer than a slot should idle: the book's retry waits
+                        # The server's word is the floor (a little jitter on top spreads a
+                        # herd); never 0, or a paced 429 would spin.
+                        delay = max(0.05, exc.retry_after * (1.0 + self._rng.random() * 0.1))
+                    else:
+                        delay = self._backoff(failures + 1)
+                    if not _paced(exc, settings):
+                        failures += 1
+                        if failures > settings.llm_max_retries:
+                            raise
+                    if loop.time() + delay >= deadline:
+                        raise
+                    logger.warning(
+                        "LLM call failed (%s), retry %d in %.2fs",
+                        exc.error_type,
+                        attempt,
+                        delay,
+                    )
+                    self._hooks.llm_retry(exc.reason or "server_error")
+                    await self._sleep(delay)
+                    attempt += 1
+                    continue
+                except BaseException:
+                    self.breaker.neutral(probe)
                     raise
-                delay = self._backoff(attempt, exc.retry_after)
-                logger.warning(
-                    "LLM call failed (%s), retry %d/%d in %.2fs",
-                    exc.error_type,
-                    attempt,
-                    attempts - 1,
-                    delay,
+                self.breaker.success(probe)
+                if not any(spent):
+                    return result
+                return ChatResult(
+                    text=result.text,
+                    input_tokens=result.input_tokens + int(spent[0]),
+                    output_tokens=result.output_tokens + int(spent[1]),
+                    finish_reason=result.finish_reason,
+                    model=result.model,
+                    cost_usd=result.cost_usd + float(spent[2]),
                 )
-                self._hooks.llm_retry(exc.reason or "server_error")
-                await self._sleep(delay)
-                attempt += 1
+        except BaseException:
+            # Nothing stores what the failed attempts cost: the run's tally takes it.
+            spend.unsaved(int(spent[0]), int(spent[1]), float(spent[2]))
+            raise
+
+    def _breaker(self, state: str) -> None:
+        if state == "open":
+            logger.warning("LLM provider circuit open: calls wait, no new work is taken")
+        elif state == "closed":
+            logger.info("LLM provider circuit closed: the provider answers again")
+        self._hooks.llm_breaker(state)
+
+    async def _enter(self, deadline: float) -> bool:
+        """Wait out an open breaker (on the breaker's clock), up to the call's deadline."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        return await self.breaker.enter(time.monotonic() + max(0.0, remaining))
+
+    async def _bounded_attempt(
+        self,
+        payload: dict[str, Any],
+        messages: list[dict[str, str]],
+        attempt: int,
+        watch: StreamWatch | None,
+        deadline: float,
+        spent: list[float],
+    ) -> ChatResult:
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise self._deadline_error(self._settings.llm_call_deadline_s, "call")
+        try:
+            async with asyncio.timeout(remaining):
+                await self._semaphore.acquire()
+        except TimeoutError:
+            raise self._deadline_error(self._settings.llm_call_deadline_s, "call") from None
+        self._in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            limit = min(self._settings.llm_attempt_deadline_s, deadline - loop.time())
+            return await self._attempt(payload, messages, attempt, watch, limit, spent)
+        finally:
+            self._in_flight -= 1
+            self._semaphore.release()
+
+    @staticmethod
+    def _deadline_error(seconds: float, what: str) -> LLMError:
+        return LLMError(
+            f"LLM {what} passed its {seconds:g} s deadline",
+            None,
+            True,
+            error_type="timeout",
+            reason="timeout",
+        )
 
     async def ping(self) -> bool:
         """Whether the provider answers `GET {base}/models` with 200, within a short timeout."""
         try:
-            resp = await self._http.get(
+            resp = await self._probe.get(
                 "models", timeout=min(PING_TIMEOUT_S, self._settings.llm_timeout_s)
             )
         except httpx.HTTPError:
@@ -233,6 +366,7 @@ class LLMClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._probe.aclose()
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -244,12 +378,9 @@ class LLMClient:
         return f"LLMClient(base_url={self.base_url!r}, model={self._settings.model!r})"
 
     # --- internals ----------------------------------------------------------------------
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+    def _backoff(self, failure: int) -> float:
         cap = self._settings.llm_backoff_max_s
-        if retry_after is not None:
-            # The server's word is the floor; a little jitter on top spreads a herd of clients.
-            return min(cap, retry_after + self._rng.random() * 0.1 * retry_after)
-        ceiling = min(cap, self._settings.llm_backoff_base_s * (2 ** (attempt - 1)))
+        ceiling = min(cap, self._settings.llm_backoff_base_s * (2 ** (failure - 1)))
         return self._rng.uniform(0.0, ceiling)  # full jitter
 
     def _scrub(self, text: str) -> str:
@@ -313,6 +444,8 @@ class LLMClient:
         messages: list[dict[str, str]],
         attempt: int,
         watch: StreamWatch | None,
+        limit: float,
+        spent: list[float],
     ) -> ChatResult:
         model = str(payload["model"])
         stream = bool(payload["stream"])
@@ -332,57 +465,31 @@ class LLMClient:
             )
         if watch is not None:
             watch.begin()
+        partial = _Partial()
         with self._hooks.llm_call(call) as c:
             started = time.perf_counter()
             try:
                 # httpx's timeout bounds each read, not the call: a stream that trickles a
                 # token now and then would never end without a deadline of its own.
-                async with asyncio.timeout(self._settings.llm_attempt_deadline_s):
+                async with asyncio.timeout(limit):
                     if stream:
                         text, usage, finish, resp_model, ttfc = await self._post_stream(
-                            payload, started, watch
+                            payload, started, watch, partial
                         )
                     else:
-                        text, usage, finish, resp_model = await self._post(payload)
+                        text, usage, finish, resp_model = await self._post(payload, partial)
                         ttfc = None
                         if watch is not None:
                             watch.feed(text)
-            except LLMError as exc:
-                c.error_type = exc.error_type
-                raise
-            except TimeoutError:
-                c.error_type = "timeout"
-                raise LLMError(
-                    f"LLM call passed its {self._settings.llm_attempt_deadline_s:g} s deadline",
-                    None,
-                    True,
-                    error_type="timeout",
-                    reason="timeout",
-                ) from None
-            except httpx.TimeoutException as exc:
-                c.error_type = "timeout"
-                raise LLMError(
-                    f"LLM request timed out ({type(exc).__name__})",
-                    None,
-                    True,
-                    error_type="timeout",
-                    reason="timeout",
-                ) from None
-            except httpx.TransportError as exc:
-                c.error_type = type(exc).__name__
-                raise LLMError(
-                    f"LLM connection failed ({type(exc).__name__})",
-                    None,
-                    True,
-                    error_type=type(exc).__name__,
-                    reason="connection",
-                ) from None
-            except asyncio.CancelledError:
-                c.error_type = "cancelled"  # the job was cancelled or the worker is stopping
-                raise
-            except Exception as exc:
-                c.error_type = type(exc).__name__
-                raise
+            except BaseException as exc:
+                c.error_type = "cancelled" if isinstance(exc, asyncio.CancelledError) else None
+                error = self._as_llm_error(exc, limit)
+                if c.error_type is None:
+                    c.error_type = error.error_type if error is not None else type(exc).__name__
+                self._charge_failed(c, partial, messages, model, spent)
+                if error is None:
+                    raise
+                raise error from None
             input_tokens = _usage_int(usage, "prompt_tokens")
             if input_tokens is None:
                 input_tokens = sum(estimate_tokens(m.get("content", "")) for m in messages)
@@ -409,8 +516,56 @@ class LLMClient:
                 cost_usd=cost,
             )
 
+    def _as_llm_error(self, exc: BaseException, limit: float) -> LLMError | None:
+        """The retry loop's view of what ended an attempt; None to let `exc` through as is."""
+        if isinstance(exc, LLMError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return self._deadline_error(limit, "attempt")
+        if isinstance(exc, httpx.TimeoutException):
+            return LLMError(
+                f"LLM request timed out ({type(exc).__name__})",
+                None,
+                True,
+                error_type="timeout",
+                reason="timeout",
+            )
+        if isinstance(exc, httpx.TransportError):
+            return LLMError(
+                f"LLM connection failed ({type(exc).__name__})",
+                None,
+                True,
+                error_type=type(exc).__name__,
+                reason="connection",
+            )
+        return None  # cancellation (job cancelled, worker stopping) and programming errors
+
+    def _charge_failed(
+        self,
+        call: LLMCall,
+        partial: _Partial,
+        messages: list[dict[str, str]],
+        model: str,
+        spent: list[float],
+    ) -> None:
+        """A failed attempt costs nothing unless the provider had begun to answer; then it
+        costs the prompt and what was generated (the provider's usage when it sent one)."""
+        if not partial.started:
+            return
+        input_tokens = _usage_int(partial.usage, "prompt_tokens")
+        if input_tokens is None:
+            input_tokens = sum(estimate_tokens(m.get("content", "")) for m in messages)
+        output_tokens = _usage_int(partial.usage, "completion_tokens")
+        if output_tokens is None:
+            output_tokens = estimate_tokens("".join(partial.parts or ()))
+        cost = compute_cost(self._settings, model, input_tokens, output_tokens)
+        call.input_tokens, call.output_tokens, call.cost_usd = input_tokens, output_tokens, cost
+        spent[0] += input_tokens
+        spent[1] += output_tokens
+        spent[2] += cost
+
     async def _post(
-        self, payload: dict[str, Any]
+        self, payload: dict[str, Any], partial: _Partial
     ) -> tuple[str, dict[str, Any] | None, str | None, str | None]:
         resp = await self._http.post("chat/completions", json=payload)
         if resp.status_code >= 400:
@@ -451,17 +606,23 @@ class LLMClient:
         return text, usage, finish, model
 
     async def _post_stream(
-        self, payload: dict[str, Any], started: float, watch: StreamWatch | None = None
+        self,
+        payload: dict[str, Any],
+        started: float,
+        watch: StreamWatch | None,
+        partial: _Partial,
     ) -> tuple[str, dict[str, Any] | None, str | None, str | None, float | None]:
         parts: list[str] = []
         usage: dict[str, Any] | None = None
         finish: str | None = None
         model: str | None = None
         ttfc: float | None = None
+        done = False
         async with self._http.stream("POST", "chat/completions", json=payload) as resp:
             if resp.status_code >= 400:
                 body = await resp.aread()
                 raise self._status_error(resp.status_code, resp.headers, body)
+            partial.started, partial.parts = True, parts
             content_type = resp.headers.get("content-type", "")
             if "json" in content_type and "event-stream" not in content_type:
                 # A server that ignores `stream: true` answers with one JSON body.
@@ -476,6 +637,7 @@ class LLMClient:
                     continue  # blank separators, `: keep-alive` comments, `event:` lines
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    done = True
                     break
                 try:
                     chunk = json.loads(data)
@@ -490,7 +652,7 @@ class LLMClient:
                 if isinstance(chunk.get("model"), str):
                     model = chunk["model"]
                 if isinstance(chunk.get("usage"), dict):
-                    usage = chunk["usage"]
+                    usage = partial.usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
                     if not isinstance(choice, dict):
                         continue
@@ -504,6 +666,16 @@ class LLMClient:
                             return "".join(parts), None, CLIENT_STOP, model, ttfc
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
+        if not done and finish is None:
+            # The connection closed mid-answer (a proxy timeout, a crashed replica): what came
+            # is a fragment, and a fragment of an outline would be padded into invented chapters.
+            raise LLMError(
+                "LLM stream ended before its end ([DONE] or a finish reason)",
+                None,
+                True,
+                error_type="incomplete_stream",
+                reason="server_error",
+            )
         return "".join(parts), usage, finish, model, ttfc
 
 
@@ -514,3 +686,12 @@ def _usage_int(usage: dict[str, Any] | None, key: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return int(value)
+
+
+def _paced(exc: LLMError, settings: Settings) -> bool:
+    """A 429 whose Retry-After we wait out: the provider is up and pacing us."""
+    return (
+        exc.reason == "rate_limited"
+        and exc.retry_after is not None
+        and exc.retry_after <= settings.llm_retry_after_max_s
+    )

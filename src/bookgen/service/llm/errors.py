@@ -33,6 +33,17 @@ class LLMError(Exception):
     def __str__(self) -> str:
         return self.message if self.status is None else f"{self.message} (HTTP {self.status})"
 
+    def public(self) -> str:
+        """What a client may read of this failure: our words and the status, never the
+        provider's text (it can quote the request back) or an exception's."""
+        if self.reason == "timeout":
+            return "the LLM provider did not answer in time"
+        if self.reason == "connection":
+            return "the LLM provider could not be reached"
+        if self.status is not None:
+            return f"the LLM provider refused the request (HTTP {self.status})"
+        return "the LLM provider's answer could not be used"
+
     def __repr__(self) -> str:
         return (
             f"LLMError({self.message!r}, status={self.status!r}, retryable={self.retryable!r}, "

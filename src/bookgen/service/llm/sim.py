@@ -28,7 +28,8 @@ then, so the rate stays exact under load while 100+ streams cost ~10 chunks/s ea
 without drift, since words due are computed from the stream's start. `stall_s` pauses once
 half way through. Non-streaming answers take the same time as a stream would.
 
-Faults (each request draws independently): `error_rate` -> 500, `rate_limit_rate` -> 429 with
+Faults (each request draws independently): `error_rate` -> `error_status` (500 by default;
+503 with `error_rate` 1 is an outage), `rate_limit_rate` -> 429 with
 `Retry-After: retry_after_s` (a decimal number of seconds when not whole), `timeout_rate` ->
 the request hangs for `hang_s` (bounded; ends early when the client disconnects) then 504.
 
@@ -388,7 +389,7 @@ def create_sim_app(settings: SimSettings | None = None, *, seed: int | None = No
             return error(400, message, "invalid_request_error")
         cfg = config()
         if cfg.error_rate > 0 and rng.random() < cfg.error_rate:
-            return error(500, "simulated server error", "server_error")
+            return error(cfg.error_status, "simulated server error", "server_error")
         if cfg.rate_limit_rate > 0 and rng.random() < cfg.rate_limit_rate:
             headers = {"Retry-After": _fmt_seconds(cfg.retry_after_s)}
             return error(429, "simulated rate limit", "rate_limit_error", headers)

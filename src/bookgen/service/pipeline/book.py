@@ -133,20 +133,22 @@ class BookWriter:
                     target_words=written.target_words,
                     deviation=written.deviation,
                     attempts=written.attempts,
+                    in_band=written.in_band,
                 ),
                 written.usage,
             )
-        self.hooks.chapter_done(
-            ChapterOutcome(
-                job_id=spec.job_id,
-                index=planned.index,
-                kind=planned.kind,
-                words=written.words,
-                target_words=written.target_words,
-                deviation=written.deviation,
-                attempts=written.attempts,
-            )
+        outcome = ChapterOutcome(
+            job_id=spec.job_id,
+            index=planned.index,
+            kind=planned.kind,
+            words=written.words,
+            target_words=written.target_words,
+            deviation=written.deviation,
+            attempts=written.attempts,
         )
+        self.hooks.chapter_done(outcome)
+        if not written.in_band:
+            self.hooks.length_out_of_band(outcome)
 
     async def write(
         self,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bookgen.service.hooks import Hooks
+from bookgen.service.llm import spend
 from bookgen.service.llm.client import StreamWatch
 from bookgen.service.pipeline import prompts
 from bookgen.service.pipeline.length import (
@@ -63,6 +64,9 @@ class Written:
     deviation: float
     attempts: int
     usage: Usage
+    # False when the text is still short of the band after every attempt (over-long text is
+    # always trimmed into it): stored all the same, and reported.
+    in_band: bool = True
 
 
 def token_budget(words: int) -> int:
@@ -100,8 +104,29 @@ async def write_to_length(
     hooks: Hooks,
     gate: Gate = _open_gate,
 ) -> Written:
-    low, high = bounds(target, policy.tolerance)
     meter = UsageMeter()
+    try:
+        return await _write_to_length(
+            llm, messages, target, model, temperature, policy, hooks, gate, meter
+        )
+    except BaseException:
+        # The section will not be stored: what its calls cost goes to the job another way.
+        spend.unsaved(meter.input_tokens, meter.output_tokens, meter.cost_usd)
+        raise
+
+
+async def _write_to_length(
+    llm: ChatModel,
+    messages: prompts.Messages,
+    target: int,
+    model: str,
+    temperature: float | None,
+    policy: LengthPolicy,
+    hooks: Hooks,
+    gate: Gate,
+    meter: UsageMeter,
+) -> Written:
+    low, high = bounds(target, policy.tolerance)
     await gate()
     reply = await llm.chat(
         messages,
@@ -140,4 +165,6 @@ async def write_to_length(
         hooks.length_fix("trim")
         text = trim_to_sentence(text, high, low)
     words = count_words(text)
-    return Written(text, words, target, deviation(words, target), attempts, meter.usage())
+    return Written(
+        text, words, target, deviation(words, target), attempts, meter.usage(), low <= words
+    )

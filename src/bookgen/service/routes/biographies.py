@@ -8,11 +8,13 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
 
+from bookgen.service.auth import Principal, PrincipalDep
 from bookgen.service.deps import (
-    ClientKeyDep,
+    AdmissionDep,
     HooksDep,
     LimiterDep,
     RuntimeDep,
@@ -38,9 +40,13 @@ from bookgen.service.store.repository import FINISHED, AnyRow
 PREFIX = "/api/v1/biographies"
 router = APIRouter(prefix=PREFIX, tags=["biographies"])
 
-QUEUE_FULL_RETRY_AFTER_S = 30
 MAX_ID_LENGTH = 64
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown job"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "unknown job (or another principal's)"}
+}
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "an API key is required (Authorization: Bearer <key>) or was refused"}
+}
 JSON = "application/json"
 # The serialisers FastAPI would use for these return types: the same bytes, made once per read.
 _PAGE_JSON = TypeAdapter(JobPage)
@@ -69,6 +75,7 @@ def to_status(job: JobRow | AnyRow) -> JobStatus:
             percentage=round(percentage, 1),
         ),
         words_written=job.words_written,
+        sections_out_of_band=job.sections_out_of_band or 0,
         tokens=Tokens(
             input=job.input_tokens,
             output=job.output_tokens,
@@ -83,11 +90,44 @@ def to_status(job: JobRow | AnyRow) -> JobStatus:
     )
 
 
-async def _job_or_404(store: StoreDep, job_id: str) -> JobRow:
+async def _job_or_404(store: StoreDep, job_id: str, principal: Principal) -> JobRow:
     job = await store.get_job(job_id) if len(job_id) <= MAX_ID_LENGTH else None
-    if job is None:
+    # Another principal's job answers as an unknown one: a 403 would confirm that it exists.
+    if job is None or (principal.scope is not None and job.owner != principal.scope):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id[:MAX_ID_LENGTH]} not found")
     return job
+
+
+def _unpriced(model: str, settings: SettingsDep) -> RequestValidationError:
+    allowed = ", ".join(sorted(settings.prices))
+    error = {
+        "loc": ("body", "model"),
+        "msg": f"model {model[:200]!r} has no price entry; allowed: {allowed}",
+        "type": "enum",
+        "input": model[:200],
+    }
+    return RequestValidationError([error])
+
+
+def describe_models(app: FastAPI, models: list[str]) -> None:
+    """Make the OpenAPI schema say which models a submission may name: those with a price."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            request = schema.get("components", {}).get("schemas", {}).get("GenerateRequest")
+            if request is not None and "model" in request.get("properties", {}):
+                field = request["properties"]["model"]
+                field.pop("anyOf", None)
+                field.update({"anyOf": [{"type": "string", "enum": models}, {"type": "null"}]})
+                field.pop("maxLength", None)
+                field["description"] = "one of the models with a price entry; default: the "
+                field["description"] += "service's model"
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _too_many(hooks: HooksDep, reason: str, detail: str, retry_after: int) -> HTTPException:
@@ -100,23 +140,44 @@ def _too_many(hooks: HooksDep, reason: str, detail: str, retry_after: int) -> HT
 @router.post(
     "/generate",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={429: {"description": "queue full or rate limited; see Retry-After"}},
+    responses={
+        **UNAUTHORIZED,
+        429: {
+            "description": "queue full, rate limited or over the caller's quota; see Retry-After"
+        },
+        400: {"description": "the body is not valid JSON"},
+        413: {"description": "the body is larger than BOOKGEN_MAX_BODY_BYTES"},
+        # Links let clients (and stateful API testers) follow a new job to its other routes.
+        202: {
+            "links": {
+                name: {
+                    "operationRef": f"#/paths/~1api~1v1~1biographies~1{{job_id}}~1{name}/{verb}",
+                    "parameters": {"job_id": "$response.body#/job_id"},
+                }
+                for name, verb in (("status", "get"), ("download", "get"), ("cancel", "post"))
+            }
+        },
+    },
 )
 async def generate(
     body: GenerateRequest,
     settings: SettingsDep,
-    store: StoreDep,
     runtime: RuntimeDep,
     hooks: HooksDep,
     limiter: LimiterDep,
-    client: ClientKeyDep,
+    admission: AdmissionDep,
+    principal: PrincipalDep,
 ) -> JobCreated:
-    wait = await limiter.retry_after(client)
+    model = body.model or settings.model
+    if model not in settings.prices:
+        raise _unpriced(model, settings)
+    # Every refusal below is decided in memory: none waits for the store (see admission.py).
+    wait = await limiter.retry_after(principal.name)
     if wait is not None:
         raise _too_many(hooks, "rate_limited", f"rate limit {settings.rate_limit} exceeded", wait)
-    if await store.count_pending() >= settings.max_queue:
-        detail = f"job queue is full ({settings.max_queue} pending)"
-        raise _too_many(hooks, "queue_full", detail, QUEUE_FULL_RETRY_AFTER_S)
+    refusal = admission.check(principal)
+    if refusal is not None:
+        raise _too_many(hooks, refusal.reason, refusal.detail, refusal.retry_after)
     job_id = uuid.uuid4().hex
     chapters = body.chapters or settings.chapters
     total_words = body.total_words or settings.total_words
@@ -125,16 +186,18 @@ async def generate(
         character=body.character,
         chapters=chapters,
         total_words=total_words,
-        model=body.model or settings.model,
+        model=model,
         temperature=body.temperature,
         language=body.language,
         mode=body.mode,
         sources=[s.model_dump() for s in body.sources or []],
         status="pending",
+        owner=principal.name,
         created_at=utcnow(),
         trace_context=hooks.job_submitted(job_id),
     )
-    await runtime.submit(job)
+    with admission.admitting(principal.name):
+        await runtime.submit(job)
     status_url, download_url = _paths(job_id)
     eta = job.created_at + timedelta(seconds=runtime.estimate_seconds(chapters, total_words))
     return JobCreated(
@@ -156,10 +219,11 @@ def _caches(request: Request) -> ReadCaches:
     return caches
 
 
-@router.get("", summary="List jobs, newest first", response_model=JobPage)
+@router.get("", summary="List jobs, newest first", response_model=JobPage, responses=UNAUTHORIZED)
 async def list_jobs(
     request: Request,
     store: StoreDep,
+    principal: PrincipalDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     job_status: Annotated[JobStatusName | None, Query(alias="status")] = None,
@@ -167,7 +231,9 @@ async def list_jobs(
     offset = (page - 1) * page_size
 
     async def read() -> tuple[bytes, bool]:
-        rows, total = await store.list_jobs(status=job_status, offset=offset, limit=page_size)
+        rows, total = await store.list_jobs(
+            status=job_status, offset=offset, limit=page_size, owner=principal.scope
+        )
         result = JobPage(
             items=[to_status(row) for row in rows],
             total=total,
@@ -177,29 +243,42 @@ async def list_jobs(
         )
         return _PAGE_JSON.dump_json(result), False
 
-    key = (job_status, page, page_size)
+    key = (principal.scope, job_status, page, page_size)
     body = await _caches(request).pages.fetch(key, store.version, read, lambda: store.version)
     return Response(body, media_type=JSON)
 
 
-@router.get("/{job_id}/status", name="job_status", response_model=JobStatus, responses=NOT_FOUND)
-async def job_status(job_id: str, request: Request, store: StoreDep) -> Response:
+@router.get(
+    "/{job_id}/status",
+    name="job_status",
+    response_model=JobStatus,
+    responses={**NOT_FOUND, **UNAUTHORIZED},
+)
+async def job_status(
+    job_id: str, request: Request, store: StoreDep, principal: PrincipalDep
+) -> Response:
     async def read() -> tuple[bytes, bool]:
-        job = await _job_or_404(store, job_id)
+        job = await _job_or_404(store, job_id, principal)
         return _STATUS_JSON.dump_json(to_status(job)), job.status in FINISHED
 
+    # Keyed by who may see it too: an entry read for its owner is never served to another.
     body = await _caches(request).jobs.fetch(
-        job_id, store.job_version(job_id), read, lambda: store.job_version(job_id)
+        (job_id, principal.scope),
+        store.job_version(job_id),
+        read,
+        lambda: store.job_version(job_id),
     )
     return Response(body, media_type=JSON)
 
 
 @router.post(
     "/{job_id}/cancel",
-    responses={**NOT_FOUND, 409: {"description": "the job already finished"}},
+    responses={**NOT_FOUND, **UNAUTHORIZED, 409: {"description": "the job already finished"}},
 )
-async def cancel(job_id: str, store: StoreDep, runtime: RuntimeDep, hooks: HooksDep) -> JobStatus:
-    before = await _job_or_404(store, job_id)
+async def cancel(
+    job_id: str, store: StoreDep, runtime: RuntimeDep, hooks: HooksDep, principal: PrincipalDep
+) -> JobStatus:
+    before = await _job_or_404(store, job_id, principal)
     if before.status not in ("pending", "in_progress"):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is already {before.status}")
     job = await store.cancel(job_id)
@@ -218,15 +297,30 @@ async def cancel(job_id: str, store: StoreDep, runtime: RuntimeDep, hooks: Hooks
 @router.get(
     "/{job_id}/download",
     name="download",
-    responses={**NOT_FOUND, 400: {"description": "the job has not completed"}},
+    responses={
+        **NOT_FOUND,
+        **UNAUTHORIZED,
+        200: {
+            "description": "the book as a file, in the format asked",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "text/markdown": {"schema": {"type": "string"}},
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            },
+        },
+        400: {"description": "the job has not completed (pending, in progress, failed, cancelled)"},
+    },
 )
 async def download(
     job_id: str,
     request: Request,
     store: StoreDep,
+    principal: PrincipalDep,
     fmt: Annotated[Literal["txt", "md", "docx"], Query(alias="format")] = "txt",
 ) -> Response:
-    job = await _job_or_404(store, job_id)
+    job = await _job_or_404(store, job_id, principal)
     if job.status != "completed":
         reason = f"job is {job.status}; the book can be downloaded once it is completed"
         if job.status == "failed" and job.error:

@@ -4,11 +4,17 @@ Each switch acts on the worker process that takes the request. A request may nam
 other worker answers 421 without acting, so a client reaches worker i by retrying on new connections
 (SO_REUSEPORT spreads them). `injected_faults` is the dependency that adds latency and failures to
 the API routes; `create_app` attaches it to the resource routers when debug routes are on.
+
+Every debug route needs the `X-Debug-Token` header to equal `BOOKGEN_DEBUG_TOKEN`: a stack started
+with `--faults` may listen where others reach it, and these routes can fill a worker's memory or
+stop it taking jobs. Without a configured token they answer nobody. They are not part of the
+published API, so they stay out of the OpenAPI schema.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import mmap
 import os
 import random
@@ -16,15 +22,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
 from bookgen.service.settings import Settings, get_settings
 
 MIB = 1024 * 1024
 _CHUNK_MIB = 8
+TOKEN_HEADER = "X-Debug-Token"
 
-router = APIRouter(prefix="/debug", tags=["debug"])
+
+async def require_token(request: Request) -> None:
+    settings: Settings = getattr(request.app.state, "settings", None) or get_settings()
+    expected = settings.debug_token.get_secret_value() if settings.debug_token else ""
+    given = request.headers.get(TOKEN_HEADER, "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            f"debug routes need the {TOKEN_HEADER} header set to the server's BOOKGEN_DEBUG_TOKEN",
+        )
+
+
+router = APIRouter(
+    prefix="/debug",
+    tags=["debug"],
+    dependencies=[Depends(require_token)],
+    include_in_schema=False,
+)
 
 
 @dataclass
@@ -159,11 +183,21 @@ async def resume(request: Request, body: Target | None = None) -> dict[str, Any]
 def _control(action: Callable[[], None]) -> None:
     try:
         action()
-    except NotImplementedError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    except NotImplementedError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "jobs run on a worker tier: pause the workers with SIGSTOP, resume them with SIGCONT",
+        ) from None
 
 
 @router.api_route("/fail", methods=["GET", "POST"])
 async def fail() -> None:
     """Always 500: a route that fails, for error-rate drills."""
     raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "injected failure")
+
+
+@router.get("/slow")
+async def slow(seconds: float = Query(default=0.5, ge=0, le=10)) -> dict[str, float]:
+    """Answers after `seconds`: a slow request, for latency drills (no other effect)."""
+    await asyncio.sleep(seconds)
+    return {"slept_s": seconds}

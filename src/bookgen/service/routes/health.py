@@ -30,9 +30,21 @@ async def _check(probe: Any) -> str:
         ok = await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
     except TimeoutError:
         return "timeout"
-    except Exception as error:
-        return f"error: {type(error).__name__}"
+    except Exception:
+        # The verdict only: /ready is public and an exception's name or text is not ours to show.
+        return "error"
     return "ok" if ok else "unavailable"
+
+
+async def _checks(state: Any) -> dict[str, str]:
+    # On a worker tier the API needs the broker, not the model (the workers call it).
+    name, probe = (
+        ("llm", state.llm.ping) if state.llm is not None else ("broker", state.runtime.ping)
+    )
+    store, other = await asyncio.gather(_check(state.store.ping), _check(probe))
+    checks = {"store": store, name: other}
+    state.ready_cache = (time.monotonic(), checks)
+    return checks
 
 
 @router.get("/ready", responses={503: {"description": "a dependency is not usable"}})
@@ -43,13 +55,12 @@ async def ready(request: Request) -> JSONResponse:
     if cached is not None and time.monotonic() - cached[0] < READY_CACHE_S:
         checks = cached[1]
     else:
-        # On a worker tier the API needs the broker, not the model (the workers call it).
-        name, probe = (
-            ("llm", state.llm.ping) if state.llm is not None else ("broker", state.runtime.ping)
-        )
-        store, other = await asyncio.gather(_check(state.store.ping), _check(probe))
-        checks = {"store": store, name: other}
-        state.ready_cache = (time.monotonic(), checks)
+        # One check at a time: callers arriving while it runs share its answer (under load,
+        # each starting its own queued them behind each other on the probes' connections).
+        flight: asyncio.Future[dict[str, str]] | None = getattr(state, "ready_flight", None)
+        if flight is None or flight.done():
+            flight = state.ready_flight = asyncio.ensure_future(_checks(state))
+        checks = await asyncio.shield(flight)
     failed = sorted(name for name, result in checks.items() if result != "ok")
     body = {"status": "not_ready" if failed else "ready", "checks": checks, "failed": failed}
     return JSONResponse(body, status_code=503 if failed else 200)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
 from bookgen.service.deps import RuntimeDep, SettingsDep
@@ -15,8 +15,9 @@ router = APIRouter(prefix="/api/v1", tags=["status"])
 
 
 @router.get("/status", response_model=dict[str, Any])
-async def service_status(settings: SettingsDep, runtime: RuntimeDep) -> Response:
+async def service_status(settings: SettingsDep, runtime: RuntimeDep, request: Request) -> Response:
     snapshot = runtime.snapshot()
+    provider = getattr(request.app.state, "provider", None)  # resolved at startup
     oldest = snapshot.oldest_running_created_at
     # Serialised here, as FastAPI would (same bytes), without validating the dict first.
     body = {
@@ -31,6 +32,9 @@ async def service_status(settings: SettingsDep, runtime: RuntimeDep) -> Response
             "length_tolerance": settings.length_tolerance,
             "chapter_concurrency": settings.chapter_concurrency,
         },
+        "provider": None
+        if provider is None
+        else {"name": provider.name, "simulated": provider.simulated},
         "queue": {"pending": snapshot.queued, "capacity": snapshot.queue_capacity},
         "workers": {
             "worker_index": settings.worker_index,

@@ -1,4 +1,4 @@
-"""Tables: a job and each stored section of its book."""
+"""Tables: a job and each stored section of its book, and the API keys of principals."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -54,6 +55,7 @@ class JobRow(Base):
     __table_args__ = (
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_created", "created_at"),
+        Index("ix_jobs_owner_status", "owner", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -66,6 +68,9 @@ class JobRow(Base):
     mode: Mapped[str] = mapped_column(String(20), default="automatic")
     sources: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    # The principal that submitted it: a key's name, or "ip:<address>" when auth is off;
+    # None for jobs from before principals existed (only an unrestricted caller sees those).
+    owner: Mapped[str | None] = mapped_column(String(80), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -75,6 +80,10 @@ class JobRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     runs: Mapped[int] = mapped_column(Integer, default=0)
+    # Hand-backs after a retryable LLM provider failure (capped by llm_handback_max).
+    llm_handbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Sections stored short of the length band after all their attempts.
+    sections_out_of_band: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     sections_completed: Mapped[int] = mapped_column(Integer, default=0)
     chapters_completed: Mapped[int] = mapped_column(Integer, default=0)
     words_written: Mapped[int] = mapped_column(Integer, default=0)
@@ -122,8 +131,33 @@ class SectionTaskRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Hand-backs after a retryable LLM provider failure (capped by llm_handback_max).
+    llm_handbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When its task message was last handed to the broker (None: not yet).
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 is stored; `name` is the principal it authenticates.
+
+    Several keys may share a name (a rotation: create the new key, then revoke the old one);
+    they are one principal and see the same jobs.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+        Index("ix_api_keys_name", "name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))  # shown by `keys list` to tell keys apart
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
-from sqlalchemy import Row, event, func, or_, select, text, update
+from sqlalchemy import Row, create_engine, event, func, or_, select, text, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -20,16 +23,21 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookgen.service.store import migrate as migrate_schema
-from bookgen.service.store.models import JobRow, SectionRow, utcnow
+from bookgen.service.store.inserter import InlineSQLiteInserter, JobInserter
+from bookgen.service.store.models import ApiKeyRow, JobRow, SectionRow, utcnow
 
 ACTIVE = ("pending", "in_progress")
 FINISHED = ("completed", "failed", "cancelled")
 ERROR_LIMIT = 500  # characters of a failure reason kept with a job
+# What a job's status says of a failure of ours: the exception stays in the service log.
+INTERNAL_ERROR = "internal error while writing the book; the service log has the details"
 FINISHED_CACHE_SIZE = 4096
 VERSIONS_KEPT = 16384
+SQLITE_READERS = 24
 SCHEMA_LOCK = 0x426F6F6B  # "Book": serialises table creation between workers on PostgreSQL
 
 
@@ -45,6 +53,7 @@ LIST_COLUMNS = (
     JobRow.sections_completed,
     JobRow.chapters_completed,
     JobRow.words_written,
+    JobRow.sections_out_of_band,
     JobRow.input_tokens,
     JobRow.output_tokens,
     JobRow.cost_usd,
@@ -91,6 +100,8 @@ class NewSection:
     target_words: int
     deviation: float
     attempts: int
+    # Stored short of the length band after all its attempts (counted on the job, reported).
+    in_band: bool = True
 
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -102,9 +113,123 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cursor.close()
 
 
+T = TypeVar("T")
+
+
+class SQLiteWriter:
+    """Every write of this process to a SQLite file, one transaction at a time, in one thread.
+
+    SQLite has one writer at a time. Through aiosqlite a write transaction is 4-10 hops between
+    the event loop and the connection's thread (cursor, execute, commit, the pool's reset), and
+    each hop waits for the loop's next turn: with requests and book streams keeping the loop busy,
+    a write held the single-writer lock for tens of ms, and writes queued behind it for hundreds.
+    Here a transaction runs start to commit in this thread with the plain sqlite3 driver (well
+    under a millisecond) and costs the loop one hop; the executor's queue is the writer lock.
+    Async transactions (`Store.transaction`) take the thread for their duration (`hold`), so there
+    is still one writer per process.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = create_engine(
+            engine.url.set(drivername="sqlite"),
+            connect_args={"timeout": 10, "check_same_thread": False},
+            pool_size=1,
+            max_overflow=0,
+        )
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="bookgen-sqlite-writer")
+
+    @staticmethod
+    def usable(engine: AsyncEngine) -> bool:
+        """A SQLite file (an in-memory database is private to its connection)."""
+        database = engine.url.database or ""
+        return (
+            engine.dialect.name == "sqlite"
+            and database not in ("", ":memory:")
+            and "mode=memory" not in str(engine.url)
+        )
+
+    def _run(self, work: Callable[[Session], T]) -> T:
+        with self.sessions() as session, session.begin():
+            return work(session)
+
+    async def write(self, work: Callable[[Session], T]) -> T:
+        """Run `work(session)` in one transaction in the writer thread; committed on return."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._run, work)
+
+    def submit(self, work: Callable[[Session], T]) -> asyncio.Future[T]:
+        """As `write`, handed to the thread now rather than when a task first runs."""
+        return asyncio.get_running_loop().run_in_executor(self.executor, self._run, work)
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Keep the writer thread (and so every other write of this process) waiting."""
+        loop = asyncio.get_running_loop()
+        taken: asyncio.Future[None] = loop.create_future()
+        release = threading.Event()
+
+        def mark() -> None:
+            if not taken.done():
+                taken.set_result(None)
+
+        def wait() -> None:
+            loop.call_soon_threadsafe(mark)
+            release.wait()
+
+        self.executor.submit(wait)
+        try:
+            await taken
+            yield
+        finally:
+            release.set()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.executor.shutdown, wait=True)
+        self.engine.dispose()
+
+
+class SQLiteReaders:
+    """Reads of the hottest routes on a SQLite file, each whole in one of a few threads.
+
+    Through aiosqlite one `get` is three hops between the loop and the connection's thread
+    (cursor, execute and fetch, the rollback on close), each waiting for a turn of a busy loop;
+    here it is one. The plain sqlite3 driver lets go of the GIL while SQLite works.
+    """
+
+    THREADS = 4
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = create_engine(
+            engine.url.set(drivername="sqlite"),
+            connect_args={"timeout": 10, "check_same_thread": False},
+            pool_size=self.THREADS,
+            max_overflow=0,
+        )
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.executor = ThreadPoolExecutor(self.THREADS, thread_name_prefix="bookgen-sqlite-read")
+
+    def _run(self, work: Callable[[Session], T]) -> T:
+        with self.sessions() as session:
+            return work(session)
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._run, work)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.executor.shutdown, wait=True)
+        self.engine.dispose()
+
+
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 10})
+        # Readers: connections are kept, not opened per burst. Each aiosqlite connection is a
+        # thread plus its pragmas (hops of its own); past the pool, the default pool opened and
+        # closed overflow connections all the time under load.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 10}, pool_size=SQLITE_READERS, max_overflow=0
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -117,12 +242,19 @@ class Store:
         # SQLite has one writer at a time; queueing this process's writes here, instead of in
         # SQLite's sleeping busy handler, keeps write latency low. PostgreSQL needs no such lock.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # On a SQLite file, writes run whole in one thread instead (see SQLiteWriter).
+        self._writer = SQLiteWriter(engine) if SQLiteWriter.usable(engine) else None
+        self._readers = SQLiteReaders(engine) if self._writer is not None else None
         # A finished job never changes again, so its row can be served from memory.
         self._finished: OrderedDict[str, JobRow] = OrderedDict()
         # Versions of what readers can see, bumped after each local write commits: `version` for
         # any job, `job_version(id)` per job. Read caches key on them (see routes/biographies.py).
         self.version = 0
         self._job_versions: OrderedDict[str, int] = OrderedDict()
+        self._new_jobs: list[JobRow] = []  # submitted in this turn of the loop, to be stored
+        self._new_jobs_done: asyncio.Future[None] | None = None
+        self._inserter = JobInserter(engine.url) if engine.dialect.name == "postgresql" else None
+        self._inline = InlineSQLiteInserter(engine.url) if SQLiteWriter.usable(engine) else None
 
     def touch(self, job_id: str) -> None:
         """Record a committed local write to `job_id` (call after the commit, never before)."""
@@ -140,11 +272,34 @@ class Store:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, for statements that write."""
         async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
+            if self._writer is not None:
+                await stack.enter_async_context(self._writer.hold())
+            elif self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
             session = await stack.enter_async_context(self.sessions())
             await stack.enter_async_context(session.begin())
             yield session
+
+    async def write(self, work: Callable[[Session], T]) -> T:
+        """Run `work(session)` (sync statements) in one write transaction; committed on return.
+
+        On a SQLite file it runs whole in the writer thread (one hop for the event loop);
+        elsewhere through an async transaction (`AsyncSession.run_sync`).
+        """
+        if self._writer is not None:
+            return await self._writer.write(work)
+        async with self.transaction() as s:
+            return await s.run_sync(work)
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run `work(session)` (sync statements) outside any write transaction.
+
+        On a SQLite file it runs whole in a reader thread (one hop for the event loop).
+        """
+        if self._readers is not None:
+            return await self._readers.read(work)
+        async with self.sessions() as s:
+            return await s.run_sync(work)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -173,9 +328,20 @@ class Store:
                 await asyncio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:
+        if self._inserter is not None:
+            await self._inserter.close()
+        if self._inline is not None:
+            self._inline.close()
+        if self._writer is not None:
+            await self._writer.close()
+        if self._readers is not None:
+            await self._readers.close()
         await self.engine.dispose()
 
     async def ping(self) -> bool:
+        if self._readers is not None:
+            await self.read(lambda s: s.execute(text("SELECT 1")))
+            return True
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return True
@@ -200,17 +366,51 @@ class Store:
         return oldest
 
     async def add_job(self, job: JobRow) -> JobRow:
-        async with self.transaction() as s:
-            s.add(job)
-        self.touch(job.id)
+        """Store a new job. The jobs submitted in one turn of the event loop are stored in one
+        transaction, handed to the writer at the end of that turn: a burst of submissions costs
+        a few commits, not one each, and a batch never waits for the one before it to report
+        back (under a burst each report waits for the loop, behind every ready request)."""
+        if self._inline is not None and self._inline.try_insert([job]):
+            self.touch(job.id)
+            return job
+        if self._new_jobs_done is None:
+            self._new_jobs_done = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush_new_jobs)
+        done = self._new_jobs_done
+        self._new_jobs.append(job)
+        await asyncio.shield(done)
         return job
+
+    def _flush_new_jobs(self) -> None:
+        jobs, done = self._new_jobs, self._new_jobs_done
+        self._new_jobs, self._new_jobs_done = [], None
+        assert done is not None
+        work = functools.partial(Session.add_all, instances=jobs)
+        written: asyncio.Future[None]
+        if self._inserter is not None:
+            written = asyncio.wrap_future(self._inserter.submit(jobs))
+        elif self._writer is not None:
+            written = self._writer.submit(work)
+        else:
+            written = asyncio.ensure_future(self.write(work))
+
+        def report(result: asyncio.Future[None]) -> None:
+            if result.cancelled():
+                done.cancel()
+            elif (error := result.exception()) is not None:
+                done.set_exception(error)
+            else:
+                for job in jobs:
+                    self.touch(job.id)
+                done.set_result(None)
+
+        written.add_done_callback(report)
 
     async def get_job(self, job_id: str) -> JobRow | None:
         job = self._finished.get(job_id)
         if job is not None:
             return job
-        async with self.sessions() as s:
-            job = await s.get(JobRow, job_id)
+        job = await self.read(lambda s: s.get(JobRow, job_id))
         if job is not None and job.status in FINISHED:
             self._finished[job_id] = job
             if len(self._finished) > FINISHED_CACHE_SIZE:
@@ -218,49 +418,117 @@ class Store:
         return job
 
     async def list_jobs(
-        self, *, status: str | None, offset: int, limit: int
+        self, *, status: str | None, offset: int, limit: int, owner: str | None = None
     ) -> tuple[list[AnyRow], int]:
-        """A page of jobs (the columns of `LIST_COLUMNS`, not whole rows) and the total."""
+        """A page of jobs (the columns of `LIST_COLUMNS`, not whole rows) and the total.
+
+        `owner` None lists every owner's jobs; else only that owner's.
+        """
         query = select(*LIST_COLUMNS).order_by(JobRow.created_at.desc(), JobRow.id.desc())
         count = select(func.count()).select_from(JobRow)
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
+            count = count.where(JobRow.owner == owner)
         if status is not None:
             query = query.where(JobRow.status == status)
             count = count.where(JobRow.status == status)
-        async with self.sessions() as s:
-            rows = list((await s.execute(query.offset(offset).limit(limit))).all())
-            total = int(await s.scalar(count) or 0)
-        return rows, total
+        page = query.offset(offset).limit(limit)
 
-    async def sections(self, job_id: str) -> list[SectionRow]:
-        query = select(SectionRow).where(SectionRow.job_id == job_id).order_by(SectionRow.index)
+        def work(s: Session) -> tuple[list[AnyRow], int]:
+            return list(s.execute(page).all()), int(s.scalar(count) or 0)
+
+        return await self.read(work)
+
+    async def active_by_owner(self) -> dict[str | None, int]:
+        """Queued + running books per owner (the admission counts are reconciled with this)."""
+        query = (
+            select(JobRow.owner, func.count())
+            .where(JobRow.status.in_(ACTIVE))
+            .group_by(JobRow.owner)
+        )
+        async with self.sessions() as s:
+            return {owner: int(n) for owner, n in (await s.execute(query)).all()}
+
+    async def spend_by_owner(self) -> dict[str | None, float]:
+        """USD spent on each owner's books, all time."""
+        query = select(JobRow.owner, func.sum(JobRow.cost_usd)).group_by(JobRow.owner)
+        async with self.sessions() as s:
+            return {owner: float(usd or 0.0) for owner, usd in (await s.execute(query)).all()}
+
+    # --- API keys ------------------------------------------------------------------------
+    async def add_key(self, key: ApiKeyRow) -> ApiKeyRow:
+        async with self.transaction() as s:
+            s.add(key)
+        return key
+
+    async def keys(self, *, include_revoked: bool = False) -> list[ApiKeyRow]:
+        query = select(ApiKeyRow).order_by(ApiKeyRow.name, ApiKeyRow.created_at)
+        if not include_revoked:
+            query = query.where(ApiKeyRow.revoked_at.is_(None))
         async with self.sessions() as s:
             return list((await s.scalars(query)).all())
 
+    async def key_by_hash(self, key_hash: str) -> ApiKeyRow | None:
+        query = select(ApiKeyRow).where(
+            ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None)
+        )
+        async with self.sessions() as s:
+            return (await s.scalars(query)).first()
+
+    async def revoke_keys(self, name_or_id: str) -> list[ApiKeyRow]:
+        """Revoke the key with this id, or every active key of the principal with this name."""
+        match = or_(ApiKeyRow.id == name_or_id, ApiKeyRow.name == name_or_id)
+        query = select(ApiKeyRow).where(match, ApiKeyRow.revoked_at.is_(None))
+        async with self.transaction() as s:
+            rows = list((await s.scalars(query)).all())
+            now = utcnow()
+            for row in rows:
+                row.revoked_at = now
+        return rows
+
+    async def sections(self, job_id: str) -> list[SectionRow]:
+        query = select(SectionRow).where(SectionRow.job_id == job_id).order_by(SectionRow.index)
+        return await self.read(lambda s: list(s.scalars(query).all()))
+
     async def cancel(self, job_id: str) -> JobRow | None:
         """Cancel a pending or running job; returns the job as it now is (None if unknown)."""
-        async with self.transaction() as s:
-            await s.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_(ACTIVE))
-                .values(
-                    status="cancelled",
-                    completed_at=utcnow(),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
+        statement = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status.in_(ACTIVE))
+            .values(
+                status="cancelled",
+                completed_at=utcnow(),
+                lease_owner=None,
+                lease_expires_at=None,
             )
+        )
+
+        def work(s: Session) -> JobRow | None:
+            s.execute(statement)
+            return s.get(JobRow, job_id)  # as committed, without a read after the write
+
+        job = await self.write(work)
         self.touch(job_id)
-        return await self.get_job(job_id)
+        if job is not None and job.status in FINISHED:
+            self._finished[job_id] = job
+            if len(self._finished) > FINISHED_CACHE_SIZE:
+                self._finished.popitem(last=False)
+        return job
 
     # --- worker side ---------------------------------------------------------------------
     async def claim(self, owner: str, lease_s: float) -> JobRow | None:
         """Atomically take the oldest pending job, or one whose worker's lease expired."""
         now = utcnow()
+        # A pending job with a lease time was handed back after a provider failure: that time
+        # is when it may run again.
+        ready = (JobRow.status == "pending") & (
+            JobRow.lease_expires_at.is_(None) | (JobRow.lease_expires_at < now)
+        )
         candidate = (
             select(JobRow.id)
             .where(
                 or_(
-                    JobRow.status == "pending",
+                    ready,
                     (JobRow.status == "in_progress") & (JobRow.lease_expires_at < now),
                 )
             )
@@ -274,7 +542,7 @@ class Store:
             .where(
                 JobRow.id == candidate,
                 or_(
-                    JobRow.status == "pending",
+                    ready,
                     (JobRow.status == "in_progress") & (JobRow.lease_expires_at < now),
                 ),
             )
@@ -288,11 +556,17 @@ class Store:
             .returning(JobRow.id)
             .execution_options(synchronize_session=False)
         )
-        async with self.transaction() as s:
-            job_id = (await s.execute(statement)).scalar_one_or_none()
-        if job_id is not None:
-            self.touch(job_id)
-        return None if job_id is None else await self.get_job(job_id)
+
+        def work(s: Session) -> JobRow | None:
+            job_id = s.execute(statement).scalar_one_or_none()
+            return None if job_id is None else s.get(JobRow, job_id)
+
+        # The row comes back with the claim (no read after it): a cancel that lands between
+        # the claim and the runtime taking the job would otherwise miss the running job.
+        job = await self.write(work)
+        if job is not None:
+            self.touch(job.id)
+        return job
 
     def _owned(self, job_id: str, owner: str) -> Any:
         return (
@@ -301,53 +575,96 @@ class Store:
 
     async def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
         expires = utcnow() + timedelta(seconds=lease_s)
-        async with self.transaction() as s:
-            result = await s.execute(
-                update(JobRow).where(self._owned(job_id, owner)).values(lease_expires_at=expires)
-            )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        statement = (
+            update(JobRow).where(self._owned(job_id, owner)).values(lease_expires_at=expires)
+        )
+        return await self.write(lambda s: bool(s.execute(statement).rowcount))  # type: ignore[attr-defined]
 
     async def release(self, job_id: str, owner: str) -> None:
-        """Hand a running job back to the queue (clean shutdown)."""
+        """Hand a running job back to the queue (clean shutdown): the run is not counted
+        against the job's limit of interrupted runs."""
         async with self.transaction() as s:
             await s.execute(
                 update(JobRow)
                 .where(self._owned(job_id, owner))
-                .values(status="pending", lease_owner=None, lease_expires_at=None)
+                .values(
+                    status="pending",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    runs=JobRow.runs - 1,  # the claim counted it; never below 0 after one
+                )
             )
+        self.touch(job_id)
+
+    async def defer(self, job_id: str, owner: str, delay_s: float, note: str) -> int | None:
+        """Hand a running job back after a provider failure, to run again in `delay_s`; its
+        stored sections stay. The run is not counted as interrupted; the hand-back is. Returns
+        the job's hand-backs so far, or None when it was no longer ours."""
+        async with self.transaction() as s:
+            row = (
+                await s.execute(
+                    update(JobRow)
+                    .where(self._owned(job_id, owner))
+                    .values(
+                        status="pending",
+                        lease_owner=None,
+                        lease_expires_at=utcnow() + timedelta(seconds=delay_s),
+                        runs=JobRow.runs - 1,
+                        llm_handbacks=JobRow.llm_handbacks + 1,
+                        error=note[:ERROR_LIMIT],
+                    )
+                    .returning(JobRow.llm_handbacks)
+                )
+            ).one_or_none()
+        self.touch(job_id)
+        return None if row is None else int(row[0])
+
+    async def add_spend(self, job_id: str, usage: Usage) -> None:
+        """Add tokens and cost spent on work that was not stored (failed or cut-off calls)."""
+        if not (usage.input_tokens or usage.output_tokens or usage.cost_usd):
+            return
+        async with self.transaction() as s:
+            await s.execute(update(JobRow).where(JobRow.id == job_id).values(**add_usage(usage)))
         self.touch(job_id)
 
     async def save_outline(
         self, job_id: str, owner: str, outline: list[dict[str, str]], usage: Usage
     ) -> None:
-        async with self.transaction() as s:
-            result = await s.execute(
-                update(JobRow)
-                .where(self._owned(job_id, owner))
-                .values(outline=outline, **add_usage(usage))
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
+        statement = (
+            update(JobRow)
+            .where(self._owned(job_id, owner))
+            .values(outline=outline, **add_usage(usage))
+        )
+
+        def work(s: Session) -> None:
+            if not s.execute(statement).rowcount:  # type: ignore[attr-defined]
                 raise LeaseLost(job_id)
+
+        await self.write(work)
         self.touch(job_id)
 
     async def save_section(self, owner: str, section: NewSection, usage: Usage) -> bool:
         """Store a finished section once; False if it was already stored."""
         is_chapter = 1 if section.kind == "chapter" else 0
+        statement = (
+            update(JobRow)
+            .where(self._owned(section.job_id, owner))
+            .values(
+                sections_completed=JobRow.sections_completed + 1,
+                chapters_completed=JobRow.chapters_completed + is_chapter,
+                words_written=JobRow.words_written + section.words,
+                sections_out_of_band=JobRow.sections_out_of_band + (0 if section.in_band else 1),
+                **add_usage(usage),
+            )
+        )
+
+        def work(s: Session) -> None:
+            if not s.execute(statement).rowcount:  # type: ignore[attr-defined]
+                raise LeaseLost(section.job_id)
+            s.add(SectionRow(**section_fields(section)))
+
         try:
-            async with self.transaction() as s:
-                result = await s.execute(
-                    update(JobRow)
-                    .where(self._owned(section.job_id, owner))
-                    .values(
-                        sections_completed=JobRow.sections_completed + 1,
-                        chapters_completed=JobRow.chapters_completed + is_chapter,
-                        words_written=JobRow.words_written + section.words,
-                        **add_usage(usage),
-                    )
-                )
-                if not result.rowcount:  # type: ignore[attr-defined]
-                    raise LeaseLost(section.job_id)
-                s.add(SectionRow(**section_fields(section)))
+            await self.write(work)
         except IntegrityError:
             return False
         self.touch(section.job_id)
@@ -358,20 +675,20 @@ class Store:
     ) -> datetime | None:
         """Mark an owned job finished; returns completed_at, or None if no longer ours."""
         now = utcnow()
-        async with self.transaction() as s:
-            result = await s.execute(
-                update(JobRow)
-                .where(self._owned(job_id, owner))
-                .values(
-                    status=status,
-                    error=error,
-                    completed_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
+        statement = (
+            update(JobRow)
+            .where(self._owned(job_id, owner))
+            .values(
+                status=status,
+                error=error,
+                completed_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
             )
+        )
+        owned = await self.write(lambda s: bool(s.execute(statement).rowcount))  # type: ignore[attr-defined]
         self.touch(job_id)
-        return now if result.rowcount else None  # type: ignore[attr-defined]
+        return now if owned else None
 
 
 def add_usage(usage: Usage) -> dict[str, Any]:
@@ -383,4 +700,4 @@ def add_usage(usage: Usage) -> dict[str, Any]:
 
 
 def section_fields(section: NewSection) -> dict[str, Any]:
-    return {name: getattr(section, name) for name in NewSection.__slots__}
+    return {name: getattr(section, name) for name in NewSection.__slots__ if name != "in_band"}

@@ -43,6 +43,7 @@ class Claim:
     title: str
     synopsis: str
     attempt: int  # 1 on the first run; more after runs that were cut off
+    handbacks: int = 0  # times handed back after a retryable LLM provider failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,7 @@ class SectionTasks:
                 SectionTaskRow.title,
                 SectionTaskRow.synopsis,
                 SectionTaskRow.attempts,
+                SectionTaskRow.llm_handbacks,
             )
             .execution_options(synchronize_session=False)
         )
@@ -188,8 +190,8 @@ class SectionTasks:
         job = await self.store.get_job(job_id)
         if job is None:  # deleted between the two reads
             return "unknown"
-        kind, title, synopsis, attempts = row
-        return Claim(job, index, kind, title, synopsis, int(attempts))
+        kind, title, synopsis, attempts, handbacks = row
+        return Claim(job, index, kind, title, synopsis, int(attempts), int(handbacks or 0))
 
     async def _refusal(self, job_id: str, index: int) -> ClaimRefusal:
         async with self.store.sessions() as s:
@@ -234,6 +236,38 @@ class SectionTasks:
                 )
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def defer(self, job_id: str, index: int, owner: str, delay_s: float) -> int | None:
+        """Hand a running piece back after an LLM provider failure: queued again, to be
+        published once `delay_s` is over (the reaper does it if the caller cannot). The run is
+        not counted as cut off; the hand-back is. Returns the hand-backs of the whole book so
+        far (the cap is per book), or None when the lease was lost."""
+        async with self.store.transaction() as s:
+            row = (
+                await s.execute(
+                    update(SectionTaskRow)
+                    .where(_held(job_id, index, owner))
+                    .values(
+                        state="queued",
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        attempts=SectionTaskRow.attempts - 1,  # the claim counted it
+                        llm_handbacks=SectionTaskRow.llm_handbacks + 1,
+                        queued_at=utcnow() + timedelta(seconds=delay_s),
+                        published_at=None,
+                    )
+                    .returning(SectionTaskRow.llm_handbacks)
+                    .execution_options(synchronize_session=False)
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            total = await s.scalar(
+                select(func.sum(SectionTaskRow.llm_handbacks)).where(
+                    SectionTaskRow.job_id == job_id
+                )
+            )
+        return int(total or 0)
 
     async def reap(self) -> list[tuple[str, int]]:
         """Queue again every piece whose worker stopped renewing its lease; returns them."""
@@ -339,6 +373,8 @@ class SectionTasks:
                             sections_completed=JobRow.sections_completed + 1,
                             chapters_completed=JobRow.chapters_completed + is_chapter,
                             words_written=JobRow.words_written + section.words,
+                            sections_out_of_band=JobRow.sections_out_of_band
+                            + (0 if section.in_band else 1),
                             status=case((completes, "completed"), else_=JobRow.status),
                             completed_at=case((completes, now), else_=JobRow.completed_at),
                             **add_usage(usage),

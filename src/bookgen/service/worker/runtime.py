@@ -28,6 +28,10 @@ from sqlalchemy.exc import DBAPIError
 
 from bookgen.service.hooks import Hooks, JobInfo, SectionRun
 from bookgen.service.jobs.execution import book_spec, job_info
+from bookgen.service.jobs.runtime import handback_delay
+from bookgen.service.llm import spend
+from bookgen.service.llm.breaker import CircuitBreaker
+from bookgen.service.llm.errors import LLMError
 from bookgen.service.pipeline.book import BookWriter, PlannedSection, chapter, frame
 from bookgen.service.pipeline.outline import Outline
 from bookgen.service.pipeline.writer import ChatModel, LengthPolicy
@@ -35,7 +39,7 @@ from bookgen.service.queue.publisher import Publisher
 from bookgen.service.settings import Settings
 from bookgen.service.store import LeaseLost, NewSection, Store, Usage
 from bookgen.service.store.models import utcnow
-from bookgen.service.store.repository import ERROR_LIMIT
+from bookgen.service.store.repository import ERROR_LIMIT, INTERNAL_ERROR
 from bookgen.service.store.tasks import OUTLINE_INDEX, Claim, SectionTasks
 
 logger = logging.getLogger("bookgen.worker")
@@ -76,6 +80,8 @@ class SectionWorker:
         self.store: Store | None = None
         self.tasks: SectionTasks | None = None
         self.writer: BookWriter | None = None
+        self.breaker: CircuitBreaker | None = None
+        self._later: set[asyncio.Task[None]] = set()
 
     # --- lifecycle (called from the worker's main thread) ------------------------------
     def start(self) -> None:
@@ -108,12 +114,13 @@ class SectionWorker:
 
     async def _open(self) -> None:
         from bookgen.service.llm.client import LLMClient
+        from bookgen.service.llm.provider import announce_provider
 
         self.store = Store.from_url(self.settings.database_url)
         await self.store.prepare_schema(migrate=self.settings.db_auto_migrate)
         self.tasks = SectionTasks(self.store)
         if self._llm is None:
-            base_url = self.settings.llm_base_url
+            base_url = announce_provider(self.settings, self.hooks).base_url
             if base_url is None:
                 from bookgen.service.app import EmbeddedSim
 
@@ -123,6 +130,8 @@ class SectionWorker:
             client = LLMClient(self.settings, self.hooks, base_url=base_url)
             self._closers.append(client.aclose)
             self._llm = client
+        breaker = getattr(self._llm, "breaker", None)
+        self.breaker = breaker if isinstance(breaker, CircuitBreaker) else None
         self.writer = BookWriter(
             llm=self._llm,
             hooks=self.hooks,
@@ -135,6 +144,9 @@ class SectionWorker:
         if self._reaper is not None:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
+        for later in list(self._later):
+            later.cancel()  # the reaper of a live worker publishes those pieces instead
+        await asyncio.gather(*self._later, return_exceptions=True)
         for close in reversed(self._closers):
             await close()
         if self.store is not None:
@@ -151,6 +163,9 @@ class SectionWorker:
     # --- one delivery ------------------------------------------------------------------
     async def _deliver(self, job_id: str, index: int, carrier: dict[str, str]) -> str:
         assert self.tasks is not None
+        # While the provider is down, take nothing: the piece stays queued, not failed.
+        while self.breaker is not None and not self.breaker.accepting() and not self._stopping:
+            await self.breaker.changed(timeout_s=0.5)
         if self._stopping:
             # Received while stopping: give the message back rather than run or drop it.
             await self.publisher.publish(job_id, [index], carrier)
@@ -181,9 +196,11 @@ class SectionWorker:
         assert task is not None
         self._running[key] = _Running(task)
         heartbeat = asyncio.create_task(self._heartbeat(key))
+        tally = spend.SpendTally()
         try:
-            async with asyncio.timeout(self.settings.section_deadline_s):
-                await self._write(claim, info)
+            with spend.tallied() as tally:
+                async with asyncio.timeout(self.settings.section_deadline_s):
+                    await self._write(claim, info)
         except asyncio.CancelledError:
             if not self._running[key].hand_back:
                 # The lease was lost (taken over, or the book was cancelled): not ours to finish.
@@ -203,16 +220,68 @@ class SectionWorker:
             kind = type(error.orig).__name__ if error.orig is not None else type(error).__name__
             logger.warning("store error; section left to the reaper", extra={"error_type": kind})
             return "failed"
+        except LLMError as error:
+            if error.retryable:
+                return await self._provider_failed(claim, info, error)
+            logger.warning(
+                "section failed", extra={"job_id": info.job_id, "error_type": "LLMError"}
+            )
+            await self._fail_book(info, error.public())
+            return "failed"
         except Exception as error:
             logger.warning(
-                "section failed", extra={"job_id": info.job_id, "error_type": type(error).__name__}
+                "section failed",
+                extra={"job_id": info.job_id, "error_type": type(error).__name__},
+                exc_info=True,
             )
-            await self._fail_book(info, f"{type(error).__name__}: {error}"[:ERROR_LIMIT])
+            await self._fail_book(info, INTERNAL_ERROR)
             return "failed"
         finally:
             heartbeat.cancel()
             self._running.pop(key, None)
+            await asyncio.shield(self._add_spend(info.job_id, Usage(*tally.take())))
         return "completed"
+
+    async def _add_spend(self, job_id: str, usage: Usage) -> None:
+        assert self.store is not None
+        try:
+            await self.store.add_spend(job_id, usage)
+        except DBAPIError:
+            logger.warning("could not add unsaved LLM spend", extra={"job_id": job_id})
+
+    async def _provider_failed(self, claim: Claim, info: JobInfo, error: LLMError) -> str:
+        """Hand the piece back after a backoff (the book's other pieces carry on), or fail the
+        book once its pieces were handed back `llm_handback_max` times in all."""
+        assert self.tasks is not None
+        # The piece's own count sets its backoff; the book's total is what is capped.
+        delay = handback_delay(self.settings, claim.handbacks + 1, error.retry_after)
+        handbacks = await self.tasks.defer(info.job_id, claim.index, self.owner, delay)
+        if handbacks is None:
+            return "duplicate"  # the lease was lost meanwhile
+        if handbacks > self.settings.llm_handback_max:
+            await self._fail_book(
+                info,
+                f"the LLM provider kept failing: gave up after {handbacks - 1} hand-backs of "
+                f"this book's sections (BOOKGEN_LLM_HANDBACK_MAX); last error ({claim.kind} "
+                f"{claim.index}): {error.public()}"[:ERROR_LIMIT],
+            )
+            return "gave_up"
+        logger.warning(
+            "LLM provider failed; section handed back",
+            extra={"job_id": info.job_id, "error_type": error.error_type},
+        )
+        later = asyncio.create_task(self._publish_later(info, claim.index, delay))
+        self._later.add(later)
+        later.add_done_callback(self._later.discard)
+        return "handed_back"
+
+    async def _publish_later(self, info: JobInfo, index: int, delay_s: float) -> None:
+        """Publish a handed-back piece once its backoff is over (the reaper publishes it
+        instead if this worker stops first)."""
+        assert self.tasks is not None
+        await asyncio.sleep(delay_s)
+        await self.publisher.publish(info.job_id, [index], info.trace_context)
+        await self.tasks.mark_published([(info.job_id, index)])
 
     async def _write(self, claim: Claim, info: JobInfo) -> None:
         assert self.writer is not None
