@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from bookgen.service.app import create_app
-from bookgen.service.auth import TrustedProxies, create_key, hash_key
+from bookgen.service.auth import Authenticator, TrustedProxies, create_key, hash_key
 from bookgen.service.hooks import Hooks
 from bookgen.service.store import JobRow, Store
 from service_helpers import fast_settings, running_app
@@ -254,3 +255,13 @@ async def test_refusals_do_not_wait_for_a_stalled_store(tmp_path: Path) -> None:
         assert not any(task.done() for task in hanging)
         stuck.set()
         assert [(await task).status_code for task in hanging] == [202, 202, 202]
+
+
+@pytest.mark.parametrize(("auth", "demanded"), [("auto", True), ("off", False)])
+def test_a_socket_beyond_loopback_demands_a_key_unless_auth_is_off_by_name(
+    tmp_path: Path, auth: str, demanded: bool
+) -> None:
+    # Settings say loopback, but the server (not `bookgen serve`) accepted on a public address.
+    authenticator = Authenticator(fast_settings(tmp_path, auth=auth))
+    request = Request({"type": "http", "server": ("10.0.0.5", 8000), "headers": []})
+    assert authenticator._must_authenticate(request) is demanded
