@@ -12,6 +12,15 @@ from bookgen.service.settings import get_settings
 
 T = TypeVar("T")
 
+# The key a client command (loadtest, verify) sends; the environment variable its Locust users read.
+api_key_option = click.option(
+    "--api-key",
+    envvar="BOOKGEN_API_KEY",
+    default=None,
+    help="Sent as Authorization: Bearer on every request, for an API that requires keys "
+    "(`bookgen keys create`); default BOOKGEN_API_KEY.",
+)
+
 
 def _with_store(work: Callable[..., Awaitable[T]]) -> T:
     from bookgen.service.store import Store

@@ -15,6 +15,7 @@ from bookgen.acceptance.locust_run import (
     use_api_key,
 )
 from bookgen.acceptance.project import Project
+from bookgen.cli.keys import api_key_option
 
 # The stack's default scrape interval: the charts' rate windows span several scrapes of it.
 SCRAPE_S = 15.0
@@ -68,13 +69,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="The BookGen checkout holding slo.yaml and loadtests/ (default: BOOKGEN_ROOT, the "
     "working directory or a parent of it, else the checkout the package runs from).",
 )
-@click.option(
-    "--api-key",
-    envvar="BOOKGEN_API_KEY",
-    default=None,
-    help="Sent as Authorization: Bearer on every request, for an API that requires keys "
-    "(`bookgen keys create`); default BOOKGEN_API_KEY.",
-)
+@api_key_option
 def loadtest(
     profile: str,
     users: int | None,

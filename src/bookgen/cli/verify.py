@@ -12,6 +12,7 @@ from bookgen.acceptance.locust_run import (
     timestamp,
     use_api_key,
 )
+from bookgen.cli.keys import api_key_option
 
 
 @click.command("verify")
@@ -61,13 +62,7 @@ from bookgen.acceptance.locust_run import (
     type=click.Path(dir_okay=False, path_type=Path),
     help="Generated gate thresholds (default PROJECT/loadtests/thresholds.json).",
 )
-@click.option(
-    "--api-key",
-    envvar="BOOKGEN_API_KEY",
-    default=None,
-    help="Sent as Authorization: Bearer on every request, for an API that requires keys "
-    "(`bookgen keys create`); default BOOKGEN_API_KEY.",
-)
+@api_key_option
 def verify(
     users: int,
     duration: str,
