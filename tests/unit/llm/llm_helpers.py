@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+import httpx
 import pytest
 import uvicorn
 
 from bookgen.service.hooks import Hooks, LLMCall
+from bookgen.service.llm.client import LLMClient
 from bookgen.service.llm.sim import create_sim_app
-from bookgen.service.settings import SimSettings
+from bookgen.service.settings import Settings, SimSettings
 
 
 class RecordingHooks(Hooks):
@@ -79,3 +82,54 @@ async def sim_server() -> AsyncIterator[SimServer]:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
         sock.close()
+
+
+# --- a client on a scripted transport, its sleeps recorded ------------------------------
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+def scripted(script: Sequence[httpx.Response | Exception]) -> tuple[httpx.MockTransport, list[int]]:
+    seen: list[int] = []
+    responses = list(script)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(1)
+        item = responses.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return httpx.MockTransport(handler), seen
+
+
+def make_client(
+    transport: httpx.AsyncBaseTransport,
+    hooks: Hooks,
+    sleeps: Sleeps | None = None,
+    *,
+    seed: int = 7,
+    **overrides: object,
+) -> LLMClient:
+    fields: dict[str, object] = {
+        "llm_max_retries": 3,
+        "llm_backoff_base_s": 0.5,
+        "llm_backoff_max_s": 30.0,
+        "llm_stream": False,
+    }
+    fields.update(overrides)
+    settings = Settings.model_validate(fields)
+    return LLMClient(
+        settings,
+        hooks,
+        base_url="http://llm.test/v1",
+        transport=transport,
+        sleep=sleeps or Sleeps(),
+        rng=random.Random(seed),
+    )

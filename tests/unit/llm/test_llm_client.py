@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
 import pytest
-from llm_helpers import RecordingHooks, SimServer
+from llm_helpers import RecordingHooks, SimServer, Sleeps, make_client, scripted
 from pydantic import SecretStr
 
 from bookgen.service.hooks import Hooks
@@ -44,52 +42,6 @@ def ok_body(
     if usage:
         body["usage"] = {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
     return body
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-
-
-def scripted(script: Sequence[httpx.Response | Exception]) -> tuple[httpx.MockTransport, list[int]]:
-    seen: list[int] = []
-    responses = list(script)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(1)
-        item = responses.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    return httpx.MockTransport(handler), seen
-
-
-def make_client(
-    transport: httpx.AsyncBaseTransport,
-    hooks: Hooks,
-    sleeps: Sleeps | None = None,
-    **overrides: object,
-) -> LLMClient:
-    fields: dict[str, object] = {
-        "llm_max_retries": 3,
-        "llm_backoff_base_s": 0.5,
-        "llm_backoff_max_s": 30.0,
-        "llm_stream": False,
-    }
-    fields.update(overrides)
-    settings = Settings.model_validate(fields)
-    return LLMClient(
-        settings,
-        hooks,
-        base_url="http://llm.test/v1",
-        transport=transport,
-        sleep=sleeps or Sleeps(),
-        rng=random.Random(7),
-    )
 
 
 # --- retries ------------------------------------------------------------------------------

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import Sequence
 
 import httpx
 import pytest
-from llm_helpers import RecordingHooks
+from llm_helpers import RecordingHooks, Sleeps, make_client, scripted
 
 from bookgen.service.hooks import Hooks
 from bookgen.service.llm import spend
@@ -45,47 +44,16 @@ def sse(pieces: Sequence[str], *, finish: str | None = "stop", done: bool = True
     return ("\n\n".join(lines) + "\n\n").encode()
 
 
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-
-
-def scripted(script: Sequence[httpx.Response]) -> tuple[httpx.MockTransport, list[int]]:
-    responses = list(script)
-    seen: list[int] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(1)
-        return responses.pop(0)
-
-    return httpx.MockTransport(handler), seen
-
-
 def client_for(
     transport: httpx.AsyncBaseTransport,
     hooks: Hooks,
     sleeps: Sleeps | None = None,
     **overrides: object,
 ) -> LLMClient:
-    fields: dict[str, object] = {
-        "llm_max_retries": 3,
-        "llm_backoff_base_s": 0.5,
-        "llm_backoff_max_s": 2.0,
-        "llm_retry_after_max_s": 60.0,
-        "llm_stream": False,
-    }
+    """`make_client` with a low backoff cap, so a Retry-After above it is told from a backoff."""
+    fields: dict[str, object] = {"llm_backoff_max_s": 2.0, "llm_retry_after_max_s": 60.0}
     fields.update(overrides)
-    return LLMClient(
-        Settings.model_validate(fields),
-        hooks,
-        base_url="http://llm.test/v1",
-        transport=transport,
-        sleep=sleeps or Sleeps(),
-        rng=random.Random(3),
-    )
+    return make_client(transport, hooks, sleeps, seed=3, **fields)
 
 
 # --- Retry-After ----------------------------------------------------------------------------
