@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from bookgen.service.store import JobRow, LeaseLost, NewSection, Store, Usage
+from bookgen.service.store.inserter import JobInserter
 from bookgen.service.store.models import utcnow
+from service_helpers import postgres_database
 
 
 @pytest.fixture
@@ -168,3 +171,79 @@ async def test_list_reads_only_the_listed_columns(store: Store) -> None:
     rows, total = await store.list_jobs(status="pending", offset=0, limit=10)
     assert total == 1 and [r.id for r in rows] == [added.id]
     assert "outline" not in rows[0]._fields and "trace_context" not in rows[0]._fields
+
+
+async def test_a_new_job_is_stored_without_giving_the_busy_loop_a_turn(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under a burst every turn of the loop is long; an admitted submission that waits for one
+    # answers late. The bound is lifted so that a slow machine cannot make this test flaky.
+    monkeypatch.setattr(JobInserter, "WAIT_INLINE_S", 30.0)
+    turns: list[str] = []
+    asyncio.get_running_loop().call_soon(turns.append, "a turn")
+    added = await store.add_job(job())
+    assert turns == []
+    assert (await store.get_job(added.id)) is not None
+    await asyncio.sleep(0)
+    assert turns == ["a turn"]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from postgres_database()
+
+
+@pytest.mark.postgres
+async def test_a_stalled_store_blocks_the_caller_once_and_at_most_the_bound(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.from_url(postgres_url)
+    await store.create_tables()
+    inserter = JobInserter(store.engine.url)
+    gate = threading.Event()
+    insert = inserter._insert
+
+    async def stalled(jobs: Sequence[JobRow]) -> None:
+        await asyncio.to_thread(gate.wait, 30)
+        await insert(jobs)
+
+    monkeypatch.setattr(inserter, "_insert", stalled)
+    try:
+        first = inserter.submit_and_wait([job()])
+        assert first is not None and not first.done()  # waited the bound, then gave up
+        assert inserter.submit_and_wait([job()]) is None  # busy: nobody waits on it again
+        gate.set()
+        await asyncio.wrap_future(first)
+        again = inserter.submit_and_wait([job()])
+        assert again is not None
+        await asyncio.wrap_future(again)
+        assert await store.count_pending() == 2
+    finally:
+        gate.set()
+        await inserter.close()
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_an_insert_on_a_connection_the_server_dropped_is_made_once_more(
+    postgres_url: str,
+) -> None:
+    store = Store.from_url(postgres_url)
+    await store.create_tables()
+    inserter = JobInserter(store.engine.url)
+    try:
+        await asyncio.wrap_future(inserter.submit([job()]))
+        # The server ends every other session of the database, the inserter's pooled one too.
+        async with store.engine.connect() as connection:
+            ended = await connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert ended and ended >= 1
+        await asyncio.wrap_future(inserter.submit([job()]))
+        assert await store.count_pending() == 2
+    finally:
+        await inserter.close()
+        await store.close()

@@ -16,7 +16,12 @@ router = APIRouter(tags=["health"])
 
 VERSION = version("bookgen")
 CHECK_TIMEOUT_S = 2.0
+# A verdict is fresh for READY_CACHE_S; after that it is still served, while one check runs in
+# the background, until READY_STALE_S: a readiness probe (every 5-10 s in Kubernetes) must not
+# wait behind a model that is busy streaming books, yet a verdict older than a probe period is
+# never given.
 READY_CACHE_S = 1.0
+READY_STALE_S = 5.0
 
 
 @router.get("/health", response_model=dict[str, str])
@@ -52,7 +57,8 @@ async def ready(request: Request) -> JSONResponse:
     """200 when the store and the model (or the broker) answer; else 503 naming what failed."""
     state = request.app.state
     cached: tuple[float, dict[str, str]] | None = getattr(state, "ready_cache", None)
-    if cached is not None and time.monotonic() - cached[0] < READY_CACHE_S:
+    age = time.monotonic() - cached[0] if cached is not None else float("inf")
+    if cached is not None and age < READY_CACHE_S:
         checks = cached[1]
     else:
         # One check at a time: callers arriving while it runs share its answer (under load,
@@ -60,7 +66,10 @@ async def ready(request: Request) -> JSONResponse:
         flight: asyncio.Future[dict[str, str]] | None = getattr(state, "ready_flight", None)
         if flight is None or flight.done():
             flight = state.ready_flight = asyncio.ensure_future(_checks(state))
-        checks = await asyncio.shield(flight)
+        if cached is not None and age < READY_STALE_S:
+            checks = cached[1]
+        else:
+            checks = await asyncio.shield(flight)
     failed = sorted(name for name, result in checks.items() if result != "ok")
     body = {"status": "not_ready" if failed else "ready", "checks": checks, "failed": failed}
     return JSONResponse(body, status_code=503 if failed else 200)

@@ -373,6 +373,15 @@ class Store:
         if self._inline is not None and self._inline.try_insert([job]):
             self.touch(job.id)
             return job
+        if self._inserter is not None:
+            written = self._inserter.submit_and_wait([job])
+            if written is not None:
+                if written.done():
+                    written.result()
+                else:
+                    await asyncio.wrap_future(written)
+                self.touch(job.id)
+                return job
         if self._new_jobs_done is None:
             self._new_jobs_done = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(self._flush_new_jobs)
