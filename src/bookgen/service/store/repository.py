@@ -589,42 +589,35 @@ class Store:
         )
         return await self.write(lambda s: bool(s.execute(statement).rowcount))  # type: ignore[attr-defined]
 
+    def _hand_back(self, job_id: str, owner: str, **values: Any) -> Any:
+        """The update that queues a running job of `owner` again; the claim counted the run,
+        a hand-back does not, so it is taken off again (never below 0 after one claim)."""
+        return (
+            update(JobRow)
+            .where(self._owned(job_id, owner))
+            .values(status="pending", lease_owner=None, runs=JobRow.runs - 1, **values)
+        )
+
     async def release(self, job_id: str, owner: str) -> None:
         """Hand a running job back to the queue (clean shutdown): the run is not counted
         against the job's limit of interrupted runs."""
         async with self.transaction() as s:
-            await s.execute(
-                update(JobRow)
-                .where(self._owned(job_id, owner))
-                .values(
-                    status="pending",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    runs=JobRow.runs - 1,  # the claim counted it; never below 0 after one
-                )
-            )
+            await s.execute(self._hand_back(job_id, owner, lease_expires_at=None))
         self.touch(job_id)
 
     async def defer(self, job_id: str, owner: str, delay_s: float, note: str) -> int | None:
         """Hand a running job back after a provider failure, to run again in `delay_s`; its
         stored sections stay. The run is not counted as interrupted; the hand-back is. Returns
         the job's hand-backs so far, or None when it was no longer ours."""
+        statement = self._hand_back(
+            job_id,
+            owner,
+            lease_expires_at=utcnow() + timedelta(seconds=delay_s),
+            llm_handbacks=JobRow.llm_handbacks + 1,
+            error=note[:ERROR_LIMIT],
+        )
         async with self.transaction() as s:
-            row = (
-                await s.execute(
-                    update(JobRow)
-                    .where(self._owned(job_id, owner))
-                    .values(
-                        status="pending",
-                        lease_owner=None,
-                        lease_expires_at=utcnow() + timedelta(seconds=delay_s),
-                        runs=JobRow.runs - 1,
-                        llm_handbacks=JobRow.llm_handbacks + 1,
-                        error=note[:ERROR_LIMIT],
-                    )
-                    .returning(JobRow.llm_handbacks)
-                )
-            ).one_or_none()
+            row = (await s.execute(statement.returning(JobRow.llm_handbacks))).one_or_none()
         self.touch(job_id)
         return None if row is None else int(row[0])
 

@@ -86,6 +86,17 @@ def _held(job_id: str, index: int, owner: str) -> Any:
     )
 
 
+def _hand_back(job_id: str, index: int, owner: str, **values: Any) -> Any:
+    """The update that queues a running piece of `owner` again, to be published anew."""
+    return (
+        update(SectionTaskRow)
+        .where(_held(job_id, index, owner))
+        .values(
+            state="queued", lease_owner=None, lease_expires_at=None, published_at=None, **values
+        )
+    )
+
+
 def _job_active(job_id: str) -> Any:
     return (JobRow.id == job_id) & JobRow.status.in_(ACTIVE)
 
@@ -219,21 +230,12 @@ class SectionTasks:
         """Hand a running piece back: queued again. A graceful stop is not `counted` against
         the piece's run limit; a run that passed its deadline is."""
         uncount = 0 if counted else 1
+        attempts = case(
+            (SectionTaskRow.attempts >= uncount, SectionTaskRow.attempts - uncount), else_=0
+        )
         async with self.store.transaction() as s:
             result = await s.execute(
-                update(SectionTaskRow)
-                .where(_held(job_id, index, owner))
-                .values(
-                    state="queued",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    attempts=case(
-                        (SectionTaskRow.attempts >= uncount, SectionTaskRow.attempts - uncount),
-                        else_=0,
-                    ),
-                    queued_at=utcnow(),
-                    published_at=None,
-                )
+                _hand_back(job_id, index, owner, attempts=attempts, queued_at=utcnow())
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -242,22 +244,20 @@ class SectionTasks:
         published once `delay_s` is over (the reaper does it if the caller cannot). The run is
         not counted as cut off; the hand-back is. Returns the hand-backs of the whole book so
         far (the cap is per book), or None when the lease was lost."""
+        statement = _hand_back(
+            job_id,
+            index,
+            owner,
+            attempts=SectionTaskRow.attempts - 1,  # the claim counted it
+            llm_handbacks=SectionTaskRow.llm_handbacks + 1,
+            queued_at=utcnow() + timedelta(seconds=delay_s),
+        )
         async with self.store.transaction() as s:
             row = (
                 await s.execute(
-                    update(SectionTaskRow)
-                    .where(_held(job_id, index, owner))
-                    .values(
-                        state="queued",
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        attempts=SectionTaskRow.attempts - 1,  # the claim counted it
-                        llm_handbacks=SectionTaskRow.llm_handbacks + 1,
-                        queued_at=utcnow() + timedelta(seconds=delay_s),
-                        published_at=None,
+                    statement.returning(SectionTaskRow.llm_handbacks).execution_options(
+                        synchronize_session=False
                     )
-                    .returning(SectionTaskRow.llm_handbacks)
-                    .execution_options(synchronize_session=False)
                 )
             ).one_or_none()
             if row is None:
