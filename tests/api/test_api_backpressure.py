@@ -108,6 +108,7 @@ async def test_oversized_body_is_413_by_header(tmp_path: Path) -> None:
     async with running_app(fast_settings(tmp_path, max_body_bytes=2048)) as (_, client):
         response = await client.post(GENERATE, json={**SMALL, "character": "x" * 5000})
         assert response.status_code == 413
+        assert response.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_oversized_streamed_body_is_413(tmp_path: Path) -> None:
@@ -120,6 +121,7 @@ async def test_oversized_streamed_body_is_413(tmp_path: Path) -> None:
             GENERATE, content=chunks(), headers={"Content-Type": "application/json"}
         )
         assert response.status_code == 413
+        assert response.headers["x-content-type-options"] == "nosniff"
         small = await client.post(GENERATE, json=SMALL)
         assert small.status_code == 202
 

@@ -90,20 +90,36 @@ class EmbeddedSim:
         self.socket.close()
 
 
-class BodyLimit:
-    """413 for a request body over the cap, by Content-Length or by the bytes actually sent."""
+class Guards:
+    """The request-body cap and `nosniff`, in one pure ASGI layer: every layer costs every request.
+
+    - 413 for a request body over the cap, by Content-Length or by the bytes actually sent;
+    - `X-Content-Type-Options: nosniff` on every response, the 413 included: a downloaded book
+      (or any body echoing client text) is never rendered as something other than its type.
+    """
+
+    NOSNIFF = (b"x-content-type-options", b"nosniff")
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.NOSNIFF]
+            await send(message)
+
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send_with_header)
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._too_large(send)
+            await self._too_large(send_with_header)
             return
         chunks: list[bytes] = []
         size = 0
@@ -113,7 +129,7 @@ class BodyLimit:
                 return
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._too_large(send)
+                await self._too_large(send_with_header)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -127,35 +143,13 @@ class BodyLimit:
             replayed = True
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, send_with_header)
 
     async def _too_large(self, send: Send) -> None:
         response = JSONResponse(
             {"detail": f"request body exceeds {self.max_bytes} bytes"}, status_code=413
         )
         await response({"type": "http"}, _never_receive, send)
-
-
-class NoSniff:
-    """`X-Content-Type-Options: nosniff` on every response: a downloaded book (or any body
-    echoing client text) is never rendered as something other than its declared type."""
-
-    HEADER = (b"x-content-type-options", b"nosniff")
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), self.HEADER]
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
 
 
 async def _never_receive() -> Message:
@@ -317,8 +311,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.listen_host,
         )
     biographies.describe_models(app, sorted(settings.prices))
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(NoSniff)  # outermost: the 413 and every other answer carry it too
+    app.add_middleware(Guards, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     faults: list[Any] = []

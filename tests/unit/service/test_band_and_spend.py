@@ -18,7 +18,7 @@ from bookgen.service.llm.errors import LLMError
 from bookgen.service.pipeline.book import BookWriter, PlannedSection
 from bookgen.service.pipeline.prompts import BookSpec
 from bookgen.service.pipeline.writer import LengthPolicy, write_to_length
-from bookgen.service.routes.biographies import to_status
+from bookgen.service.routes.biographies import status_body
 from bookgen.service.store import JobRow, NewSection, Store, Usage
 from bookgen.service.store.models import utcnow
 from service_helpers import fast_settings
@@ -111,9 +111,9 @@ async def test_the_out_of_band_count_reaches_the_job_status_and_the_metric(tmp_p
         await store.save_section("w1", fine, Usage())
         job = await store.get_job("j1")
         assert job is not None and job.sections_out_of_band == 1
-        assert to_status(job).sections_out_of_band == 1
+        assert status_body(job)["sections_out_of_band"] == 1
         rows, _ = await store.list_jobs(status=None, offset=0, limit=10)
-        assert to_status(rows[0]).sections_out_of_band == 1
+        assert status_body(rows[0])["sections_out_of_band"] == 1
     finally:
         await store.close()
     registry = CollectorRegistry()

@@ -10,17 +10,18 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter
+from pydantic_core import to_json
 
 from bookgen.service.auth import Principal, PrincipalDep
 from bookgen.service.deps import (
-    AdmissionDep,
-    HooksDep,
-    LimiterDep,
-    RuntimeDep,
-    SettingsDep,
-    StoreDep,
+    admission_of,
+    hooks_of,
+    limiter_of,
+    runtime_of,
+    settings_of,
+    store_of,
 )
+from bookgen.service.hooks import Hooks
 from bookgen.service.jobs.execution import job_info
 from bookgen.service.models import (
     GenerateRequest,
@@ -28,12 +29,11 @@ from bookgen.service.models import (
     JobPage,
     JobStatus,
     JobStatusName,
-    Progress,
-    Tokens,
 )
 from bookgen.service.pipeline import export
 from bookgen.service.readcache import ReadCaches
-from bookgen.service.store import JobRow
+from bookgen.service.settings import Settings
+from bookgen.service.store import JobRow, Store
 from bookgen.service.store.models import utcnow
 from bookgen.service.store.repository import FINISHED, AnyRow
 
@@ -48,9 +48,6 @@ UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"description": "an API key is required (Authorization: Bearer <key>) or was refused"}
 }
 JSON = "application/json"
-# The serialisers FastAPI would use for these return types: the same bytes, made once per read.
-_PAGE_JSON = TypeAdapter(JobPage)
-_STATUS_JSON = TypeAdapter(JobStatus)
 
 
 def _paths(job_id: str) -> tuple[str, str]:
@@ -58,39 +55,51 @@ def _paths(job_id: str) -> tuple[str, str]:
     return f"{PREFIX}/{job_id}/status", f"{PREFIX}/{job_id}/download"
 
 
-def to_status(job: JobRow | AnyRow) -> JobStatus:
-    """The status body of a job row (or of a row of `store.LIST_COLUMNS`)."""
-    sections = job.chapters + 2
-    percentage = 100.0 if job.status == "completed" else 100 * job.sections_completed / sections
-    return JobStatus(
-        job_id=job.id,
-        status=job.status,  # type: ignore[arg-type]
-        character=job.character,
-        chapters=job.chapters,
-        total_words=job.total_words,
-        model=job.model,
-        progress=Progress(
-            chapters_completed=job.chapters_completed,
-            total_chapters=job.chapters,
-            percentage=round(percentage, 1),
-        ),
-        words_written=job.words_written,
-        sections_out_of_band=job.sections_out_of_band or 0,
-        tokens=Tokens(
-            input=job.input_tokens,
-            output=job.output_tokens,
-            total=job.input_tokens + job.output_tokens,
-        ),
-        cost_usd=round(job.cost_usd, 6),
-        created_at=job.created_at,
-        started_at=job.started_at,
-        completed_at=job.completed_at,
-        error=job.error,
-        download_url=_paths(job.id)[1] if job.status == "completed" else None,
-    )
+def status_body(job: JobRow | AnyRow) -> dict[str, Any]:
+    """The `JobStatus` of a job row (or of a row of `store.LIST_COLUMNS`), as plain data.
+
+    Not a `JobStatus`: building and validating one (and its two nested models) for every item
+    of a list page cost more CPU than the page's query. The store's own rows need no
+    validation; `to_json` then writes the bytes FastAPI would write for the model, as long as
+    every value has its field's type (floats stay floats: 0.0, not 0). The tests hold each
+    body to the model.
+    """
+    chapters, state = job.chapters, job.status
+    tokens_in, tokens_out = job.input_tokens, job.output_tokens
+    if state == "completed":
+        percentage = 100.0
+    else:
+        percentage = round(100 * job.sections_completed / (chapters + 2), 1)
+    return {
+        "job_id": job.id,
+        "status": state,
+        "character": job.character,
+        "chapters": chapters,
+        "total_words": job.total_words,
+        "model": job.model,
+        "progress": {
+            "chapters_completed": job.chapters_completed,
+            "total_chapters": chapters,
+            "percentage": percentage,
+        },
+        "words_written": job.words_written,
+        "sections_out_of_band": job.sections_out_of_band or 0,
+        "tokens": {"input": tokens_in, "output": tokens_out, "total": tokens_in + tokens_out},
+        "cost_usd": round(float(job.cost_usd), 6),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "completed_at": job.completed_at,
+        "error": job.error,
+        "download_url": _paths(job.id)[1] if state == "completed" else None,
+    }
 
 
-async def _job_or_404(store: StoreDep, job_id: str, principal: Principal) -> JobRow:
+def _json(body: dict[str, Any]) -> bytes:
+    # FastAPI's serialiser writes a float field's NaN or infinity as null; so does this.
+    return to_json(body, inf_nan_mode="null")
+
+
+async def _job_or_404(store: Store, job_id: str, principal: Principal) -> JobRow:
     job = await store.get_job(job_id) if len(job_id) <= MAX_ID_LENGTH else None
     # Another principal's job answers as an unknown one: a 403 would confirm that it exists.
     if job is None or (principal.scope is not None and job.owner != principal.scope):
@@ -98,7 +107,7 @@ async def _job_or_404(store: StoreDep, job_id: str, principal: Principal) -> Job
     return job
 
 
-def _unpriced(model: str, settings: SettingsDep) -> RequestValidationError:
+def _unpriced(model: str, settings: Settings) -> RequestValidationError:
     allowed = ", ".join(sorted(settings.prices))
     error = {
         "loc": ("body", "model"),
@@ -130,7 +139,7 @@ def describe_models(app: FastAPI, models: list[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _too_many(hooks: HooksDep, reason: str, detail: str, retry_after: int) -> HTTPException:
+def _too_many(hooks: Hooks, reason: str, detail: str, retry_after: int) -> HTTPException:
     hooks.job_rejected(reason)
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS, detail, headers={"Retry-After": str(retry_after)}
@@ -159,22 +168,16 @@ def _too_many(hooks: HooksDep, reason: str, detail: str, retry_after: int) -> HT
         },
     },
 )
-async def generate(
-    body: GenerateRequest,
-    settings: SettingsDep,
-    runtime: RuntimeDep,
-    hooks: HooksDep,
-    limiter: LimiterDep,
-    admission: AdmissionDep,
-    principal: PrincipalDep,
-) -> JobCreated:
+async def generate(body: GenerateRequest, request: Request, principal: PrincipalDep) -> JobCreated:
+    settings, hooks = settings_of(request), hooks_of(request)
     model = body.model or settings.model
     if model not in settings.prices:
         raise _unpriced(model, settings)
     # Every refusal below is decided in memory: none waits for the store (see admission.py).
-    wait = await limiter.retry_after(principal.name)
+    wait = await limiter_of(request).retry_after(principal.name)
     if wait is not None:
         raise _too_many(hooks, "rate_limited", f"rate limit {settings.rate_limit} exceeded", wait)
+    admission, runtime = admission_of(request), runtime_of(request)
     refusal = admission.check(principal)
     if refusal is not None:
         raise _too_many(hooks, refusal.reason, refusal.detail, refusal.retry_after)
@@ -222,26 +225,27 @@ def _caches(request: Request) -> ReadCaches:
 @router.get("", summary="List jobs, newest first", response_model=JobPage, responses=UNAUTHORIZED)
 async def list_jobs(
     request: Request,
-    store: StoreDep,
     principal: PrincipalDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     job_status: Annotated[JobStatusName | None, Query(alias="status")] = None,
 ) -> Response:
     offset = (page - 1) * page_size
+    store = store_of(request)
 
     async def read() -> tuple[bytes, bool]:
         rows, total = await store.list_jobs(
             status=job_status, offset=offset, limit=page_size, owner=principal.scope
         )
-        result = JobPage(
-            items=[to_status(row) for row in rows],
-            total=total,
-            page=page,
-            page_size=page_size,
-            pages=math.ceil(total / page_size),
-        )
-        return _PAGE_JSON.dump_json(result), False
+        # `JobPage`, as plain data (see status_body).
+        result = {
+            "items": [status_body(row) for row in rows],
+            "total": total,
+            "page": page,
+            "page_size": page_size,
+            "pages": math.ceil(total / page_size),
+        }
+        return _json(result), False
 
     key = (principal.scope, job_status, page, page_size)
     body = await _caches(request).pages.fetch(key, store.version, read, lambda: store.version)
@@ -254,12 +258,12 @@ async def list_jobs(
     response_model=JobStatus,
     responses={**NOT_FOUND, **UNAUTHORIZED},
 )
-async def job_status(
-    job_id: str, request: Request, store: StoreDep, principal: PrincipalDep
-) -> Response:
+async def job_status(job_id: str, request: Request, principal: PrincipalDep) -> Response:
+    store = store_of(request)
+
     async def read() -> tuple[bytes, bool]:
         job = await _job_or_404(store, job_id, principal)
-        return _STATUS_JSON.dump_json(to_status(job)), job.status in FINISHED
+        return _json(status_body(job)), job.status in FINISHED
 
     # Keyed by who may see it too: an entry read for its owner is never served to another.
     body = await _caches(request).jobs.fetch(
@@ -273,11 +277,11 @@ async def job_status(
 
 @router.post(
     "/{job_id}/cancel",
+    response_model=JobStatus,
     responses={**NOT_FOUND, **UNAUTHORIZED, 409: {"description": "the job already finished"}},
 )
-async def cancel(
-    job_id: str, store: StoreDep, runtime: RuntimeDep, hooks: HooksDep, principal: PrincipalDep
-) -> JobStatus:
+async def cancel(job_id: str, request: Request, principal: PrincipalDep) -> Response:
+    store = store_of(request)
     before = await _job_or_404(store, job_id, principal)
     if before.status not in ("pending", "in_progress"):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is already {before.status}")
@@ -285,13 +289,13 @@ async def cancel(
     assert job is not None
     if (
         job.status == "cancelled"
-        and not runtime.cancel_local(job_id)
+        and not runtime_of(request).cancel_local(job_id)
         and before.status == "pending"
     ):
         # Nobody runs a pending job, so nobody else reports its end.
         duration = (utcnow() - job.created_at).total_seconds()
-        hooks.job_finished(job_info(job), "cancelled", duration)
-    return to_status(job)
+        hooks_of(request).job_finished(job_info(job), "cancelled", duration)
+    return Response(_json(status_body(job)), media_type=JSON)
 
 
 @router.get(
@@ -316,10 +320,10 @@ async def cancel(
 async def download(
     job_id: str,
     request: Request,
-    store: StoreDep,
     principal: PrincipalDep,
     fmt: Annotated[Literal["txt", "md", "docx"], Query(alias="format")] = "txt",
 ) -> Response:
+    store = store_of(request)
     job = await _job_or_404(store, job_id, principal)
     if job.status != "completed":
         reason = f"job is {job.status}; the book can be downloaded once it is completed"

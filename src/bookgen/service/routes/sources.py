@@ -26,15 +26,15 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
 import httpx
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import ValidationError
 
-from bookgen.service.deps import ClientKeyDep, SettingsDep, SubmissionLimiter
+from bookgen.service.deps import ClientKeyDep, SubmissionLimiter, settings_of
 from bookgen.service.models import (
     SourceIn,
     SourceResult,
@@ -42,6 +42,7 @@ from bookgen.service.models import (
     ValidateResponse,
     ValidateSummary,
 )
+from bookgen.service.settings import Settings
 
 router = APIRouter(prefix="/api/v1/sources", tags=["sources"])
 logger = logging.getLogger("bookgen.sources")
@@ -364,7 +365,7 @@ def not_probed(results: list[SourceResult]) -> None:
             result.warnings.append("not checked: this server does not send requests to sources")
 
 
-async def _limiter(request: Request, settings: SettingsDep) -> SubmissionLimiter:
+def _limiter(request: Request, settings: Settings) -> SubmissionLimiter:
     # Its own limiter (and rate) per app: probing costs more than a submission and is counted
     # apart from it.
     limiter: SubmissionLimiter | None = getattr(request.app.state, "sources_limiter", None)
@@ -376,13 +377,11 @@ async def _limiter(request: Request, settings: SettingsDep) -> SubmissionLimiter
 
 @router.post("/validate", responses=ANSWERS)
 async def validate(
-    body: ValidateRequest,
-    settings: SettingsDep,
-    limiter: Annotated[SubmissionLimiter, Depends(_limiter)],
-    client: ClientKeyDep,
+    body: ValidateRequest, request: Request, client: ClientKeyDep
 ) -> ValidateResponse:
+    settings = settings_of(request)
     if body.check_accessibility:
-        wait = await limiter.retry_after("sources:" + client)
+        wait = await _limiter(request, settings).retry_after("sources:" + client)
         if wait is not None:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,

@@ -8,15 +8,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
-from bookgen.service.deps import RuntimeDep, SettingsDep
+from bookgen.service.deps import runtime_of, settings_of
 from bookgen.service.routes.health import VERSION
 
 router = APIRouter(prefix="/api/v1", tags=["status"])
 
 
 @router.get("/status", response_model=dict[str, Any])
-async def service_status(settings: SettingsDep, runtime: RuntimeDep, request: Request) -> Response:
-    snapshot = runtime.snapshot()
+async def service_status(request: Request) -> Response:
+    settings, snapshot = settings_of(request), runtime_of(request).snapshot()
     provider = getattr(request.app.state, "provider", None)  # resolved at startup
     oldest = snapshot.oldest_running_created_at
     # Serialised here, as FastAPI would (same bytes), without validating the dict first.
