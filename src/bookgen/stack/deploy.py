@@ -196,19 +196,24 @@ def relink(value: Any, links: Links | None) -> Any:
     rendered with `links`: the same expectations, another runbook and Grafana."""
     if links is None:
         return value
-    local = load_spec().links
-    if isinstance(value, dict):
-        out = {key: relink(item, links) for key, item in value.items()}
-        for key, old, new in (
-            ("runbook_url", local.runbook, links.runbook),
-            ("dashboard_url", local.grafana, links.grafana),
-        ):
-            if isinstance(out.get(key), str) and out[key].startswith(old):
-                out[key] = new + out[key].removeprefix(old)
-        return out
-    if isinstance(value, list):
-        return [relink(item, links) for item in value]
-    return value
+    local = load_spec().links  # once: a test file has tens of thousands of nodes
+    swaps = (
+        ("runbook_url", local.runbook, links.runbook),
+        ("dashboard_url", local.grafana, links.grafana),
+    )
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {key: walk(item) for key, item in node.items()}
+            for key, old, new in swaps:
+                if isinstance(out.get(key), str) and out[key].startswith(old):
+                    out[key] = new + out[key].removeprefix(old)
+            return out
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return walk(value)
 
 
 def prometheus_rule(overlay: str) -> str:
