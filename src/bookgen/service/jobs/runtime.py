@@ -290,6 +290,8 @@ class JobRuntime:
                     f"hand-backs (BOOKGEN_LLM_HANDBACK_MAX); last error: {error.public()}"
                 )
             logger.warning("job failed", extra={"job_id": job.id, "error_type": "LLMError"})
+            # Before the status: a reader who sees "failed" sees what the failed work cost.
+            await self._add_spend(job.id, Usage(*spend.take()))
             if await self.store.finish(job.id, self.owner, "failed", message[:ERROR_LIMIT]):
                 self._finished(info, "failed")
             return
@@ -300,6 +302,7 @@ class JobRuntime:
                 exc_info=True,
             )
             message = INTERNAL_ERROR
+            await self._add_spend(job.id, Usage(*spend.take()))
             if await self.store.finish(job.id, self.owner, "failed", message):
                 self._finished(info, "failed")
             return

@@ -42,6 +42,12 @@ def unsaved(input_tokens: int, output_tokens: int, cost_usd: float) -> None:
         tally.add(input_tokens, output_tokens, cost_usd)
 
 
+def take() -> tuple[int, int, float]:
+    """What the current run tallied so far, taken out of its tally (zeros outside a run)."""
+    tally = _current.get()
+    return tally.take() if tally is not None else (0, 0, 0.0)
+
+
 @contextmanager
 def tallied() -> Iterator[SpendTally]:
     """Tally unsaved spend of everything run inside (child tasks included)."""
