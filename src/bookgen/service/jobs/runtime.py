@@ -252,12 +252,22 @@ class JobRuntime:
         except DBAPIError:
             logger.warning("could not add unsaved LLM spend", extra={"job_id": job_id})
 
+    async def _finish(
+        self, job_id: str, info: JobInfo, outcome: str, error: str | None = None
+    ) -> bool:
+        """End an owned job; False if it was no longer ours. The run's unsaved spend is stored
+        first: a reader who sees the job ended sees what its work cost."""
+        await self._add_spend(job_id, Usage(*spend.take()))
+        if await self.store.finish(job_id, self.owner, outcome, error) is None:
+            return False
+        self._finished(info, outcome)
+        return True
+
     async def _execute(self, job: JobRow, info: JobInfo) -> None:
         if job.runs > MAX_RUNS:
             # A job that keeps taking its workers down must not do so forever.
             reason = f"gave up after {MAX_RUNS} interrupted runs"
-            if await self.store.finish(job.id, self.owner, "failed", reason):
-                self._finished(info, "failed")
+            await self._finish(job.id, info, "failed", reason)
             return
         sink = StoreSink(self.store, job.id, self.owner)
         try:
@@ -290,10 +300,7 @@ class JobRuntime:
                     f"hand-backs (BOOKGEN_LLM_HANDBACK_MAX); last error: {error.public()}"
                 )
             logger.warning("job failed", extra={"job_id": job.id, "error_type": "LLMError"})
-            # Before the status: a reader who sees "failed" sees what the failed work cost.
-            await self._add_spend(job.id, Usage(*spend.take()))
-            if await self.store.finish(job.id, self.owner, "failed", message[:ERROR_LIMIT]):
-                self._finished(info, "failed")
+            await self._finish(job.id, info, "failed", message[:ERROR_LIMIT])
             return
         except Exception as error:
             logger.warning(
@@ -301,17 +308,12 @@ class JobRuntime:
                 extra={"job_id": job.id, "error_type": type(error).__name__},
                 exc_info=True,
             )
-            message = INTERNAL_ERROR
-            await self._add_spend(job.id, Usage(*spend.take()))
-            if await self.store.finish(job.id, self.owner, "failed", message):
-                self._finished(info, "failed")
+            await self._finish(job.id, info, "failed", INTERNAL_ERROR)
             return
-        if await self.store.finish(job.id, self.owner, "completed"):
-            self._finished(info, "completed")
-            if self.on_completed is not None:
-                after = asyncio.create_task(self._after_completed(job.id))
-                self._after.add(after)
-                after.add_done_callback(self._after.discard)
+        if await self._finish(job.id, info, "completed") and self.on_completed is not None:
+            after = asyncio.create_task(self._after_completed(job.id))
+            self._after.add(after)
+            after.add_done_callback(self._after.discard)
 
     async def _after_completed(self, job_id: str) -> None:
         assert self.on_completed is not None
