@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text, update
@@ -186,6 +188,58 @@ async def test_a_new_job_is_stored_without_giving_the_busy_loop_a_turn(
     assert (await store.get_job(added.id)) is not None
     await asyncio.sleep(0)
     assert turns == ["a turn"]
+
+
+async def test_a_request_s_reads_and_cancel_on_a_sqlite_file_take_no_loop_turn(
+    tmp_path: Path,
+) -> None:
+    """A status read, a list page, a book's sections and a cancel run inline on a free file: a
+    busy loop would make each wait a turn or two for a thread (tens of ms with 32 in flight)."""
+    store = Store.from_url(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    await store.create_tables()
+    try:
+        added = await store.add_job(job())
+        await store.claim("w1", 30)
+        assert await store.save_section("w1", section(added.id, 1), Usage(1, 2, 0.1))
+        turns: list[str] = []
+        asyncio.get_running_loop().call_soon(turns.append, "a turn")
+        read = await store.get_job(added.id)
+        rows, total = await store.list_jobs(status=None, offset=0, limit=5)
+        sections = await store.sections(added.id)
+        cancelled = await store.cancel(added.id)
+        assert turns == []
+        assert read is not None and read.status == "in_progress"
+        assert [r.id for r in rows] == [added.id] and total == 1
+        assert [(x.index, x.text) for x in sections] == [(1, "Text.")]
+        assert cancelled is not None and cancelled.status == "cancelled"
+        assert store.job_version(added.id) == store.version
+    finally:
+        await store.close()
+
+
+async def test_a_cancel_while_another_writer_holds_the_file_queues_and_lands(
+    tmp_path: Path,
+) -> None:
+    """The loop never waits for SQLite's lock: the cancel goes to the writer thread, which
+    waits for the other writer, and the job ends cancelled."""
+    path = tmp_path / "store.db"
+    store = Store.from_url(f"sqlite+aiosqlite:///{path}")
+    await store.create_tables()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        added = await store.add_job(job())
+        other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+        cancel = asyncio.ensure_future(store.cancel(added.id))
+        await asyncio.sleep(0.3)
+        assert not cancel.done()  # queued behind the lock, not failed, and not on the loop
+        other.execute("COMMIT")
+        cancelled = await asyncio.wait_for(cancel, 10)
+        assert cancelled is not None and cancelled.status == "cancelled"
+        final = await store.get_job(added.id)
+        assert final is not None and final.status == "cancelled"
+    finally:
+        other.close()
+        await store.close()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""New jobs stored without waiting for the API's busy event loop: PostgreSQL from a private
-event loop in its own thread, a SQLite file inline when it is free.
+"""Statements that do not wait for the API's busy event loop: new jobs on PostgreSQL from a private
+event loop in its own thread; on a SQLite file, small reads and writes inline when it is free.
 
 A submission burst keeps the API's event loop busy: each await of an async database driver then
 waits for the loop's next turn, behind every request ready before it, and one insert through
@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL
@@ -30,6 +31,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookgen.service.store.models import JobRow
+
+T = TypeVar("T")
 
 
 class JobInserter:
@@ -101,15 +104,16 @@ def _inline_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cursor.close()
 
 
-class InlineSQLiteInserter:
-    """New jobs written to a SQLite file right on the event loop, when the file is free.
+class InlineSQLite:
+    """Small statements on a SQLite file run right on the event loop, when the file is free.
 
-    Under a burst a loop turn lasts as long as every request that became ready with it (hundreds
-    of ms for hundreds of requests), and a write handed to a thread reports back only a turn or
-    two later, so admitted submissions waited far longer than their insert (well under a
-    millisecond in WAL mode, no fsync at commit). Written inline they answer in their own turn.
-    When another writer holds the lock the attempt fails at once (busy_timeout 0) and the caller
-    takes the writer thread's queue instead, so the loop never waits for a lock.
+    Under load a loop turn lasts as long as every request that became ready with it (tens of ms
+    with 32 requests in flight, hundreds under a burst), and work handed to a thread reports back
+    only a turn or two later: a submission, a cancel or a status read waited several turns for a
+    statement that takes well under a millisecond (WAL mode, no fsync at commit, indexed reads).
+    Run inline they answer in their own turn. When another writer holds the lock a write fails
+    at once (busy_timeout 0) and the caller takes the writer thread's queue instead, so the loop
+    never waits for a lock; readers of a WAL file never wait for writers.
     """
 
     def __init__(self, url: URL) -> None:
@@ -121,18 +125,41 @@ class InlineSQLiteInserter:
         )
         event.listen(self.engine, "connect", _inline_pragmas)
 
-    def try_insert(self, jobs: Sequence[JobRow]) -> bool:
-        """True if stored (committed); False if another writer holds the file now."""
+    def try_write(self, work: Callable[[Session], T]) -> tuple[bool, T | None]:
+        """(True, what `work` returned) once committed; (False, None) if another writer holds
+        the file now (nothing was written). What `work` returns is detached from the session."""
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                session.add_all(jobs)
+                result = work(session)
                 session.flush()
                 session.expunge_all()
         except OperationalError as error:
-            if "locked" in str(error.orig) or "busy" in str(error.orig):
-                return False
+            if _busy(error):
+                return False, None
             raise
-        return True
+        return True, result
+
+    def try_read(self, work: Callable[[Session], T]) -> tuple[bool, T | None]:
+        """(True, what `work` returned), or (False, None) in the rare moments SQLite answers
+        busy to a reader (WAL recovery): the caller reads in a thread then."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                result = work(session)
+                session.expunge_all()
+        except OperationalError as error:
+            if _busy(error):
+                return False, None
+            raise
+        return True, result
+
+    def try_insert(self, jobs: Sequence[JobRow]) -> bool:
+        """True if stored (committed); False if another writer holds the file now."""
+        stored, _ = self.try_write(lambda session: session.add_all(jobs))
+        return stored
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _busy(error: OperationalError) -> bool:
+    return "locked" in str(error.orig) or "busy" in str(error.orig)
