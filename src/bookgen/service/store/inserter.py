@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -128,26 +129,22 @@ class InlineSQLite:
     def try_write(self, work: Callable[[Session], T]) -> tuple[bool, T | None]:
         """(True, what `work` returned) once committed; (False, None) if another writer holds
         the file now (nothing was written). What `work` returns is detached from the session."""
-        try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                result = work(session)
-                session.flush()
-                session.expunge_all()
-        except OperationalError as error:
-            if _busy(error):
-                return False, None
-            raise
-        return True, result
+        return self._attempt(work, write=True)
 
     def try_read(self, work: Callable[[Session], T]) -> tuple[bool, T | None]:
         """(True, what `work` returned), or (False, None) in the rare moments SQLite answers
         busy to a reader (WAL recovery): the caller reads in a thread then."""
+        return self._attempt(work, write=False)
+
+    def _attempt(self, work: Callable[[Session], T], *, write: bool) -> tuple[bool, T | None]:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
-                result = work(session)
+                with session.begin() if write else contextlib.nullcontext():
+                    result = work(session)
+                    session.flush()
                 session.expunge_all()
         except OperationalError as error:
-            if _busy(error):
+            if "locked" in str(error.orig) or "busy" in str(error.orig):
                 return False, None
             raise
         return True, result
@@ -159,7 +156,3 @@ class InlineSQLite:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _busy(error: OperationalError) -> bool:
-    return "locked" in str(error.orig) or "busy" in str(error.orig)
