@@ -105,6 +105,10 @@ def _inline_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cursor.close()
 
 
+class FileBusy(Exception):
+    """Another connection holds the SQLite file's lock: take the thread's queue instead."""
+
+
 class InlineSQLite:
     """Small statements on a SQLite file run right on the event loop, when the file is free.
 
@@ -126,17 +130,17 @@ class InlineSQLite:
         )
         event.listen(self.engine, "connect", _inline_pragmas)
 
-    def try_write(self, work: Callable[[Session], T]) -> tuple[bool, T | None]:
-        """(True, what `work` returned) once committed; (False, None) if another writer holds
-        the file now (nothing was written). What `work` returns is detached from the session."""
-        return self._attempt(work, write=True)
+    def write(self, work: Callable[[Session], T]) -> T:
+        """What `work` returned, once committed and detached from the session; `FileBusy` if
+        another writer holds the file now (nothing was written)."""
+        return self._run(work, write=True)
 
-    def try_read(self, work: Callable[[Session], T]) -> tuple[bool, T | None]:
-        """(True, what `work` returned), or (False, None) in the rare moments SQLite answers
-        busy to a reader (WAL recovery): the caller reads in a thread then."""
-        return self._attempt(work, write=False)
+    def read(self, work: Callable[[Session], T]) -> T:
+        """What `work` returned, detached; `FileBusy` in the rare moments SQLite answers busy to
+        a reader (WAL recovery): the caller reads in a thread then."""
+        return self._run(work, write=False)
 
-    def _attempt(self, work: Callable[[Session], T], *, write: bool) -> tuple[bool, T | None]:
+    def _run(self, work: Callable[[Session], T], *, write: bool) -> T:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 with session.begin() if write else contextlib.nullcontext():
@@ -145,14 +149,17 @@ class InlineSQLite:
                 session.expunge_all()
         except OperationalError as error:
             if "locked" in str(error.orig) or "busy" in str(error.orig):
-                return False, None
+                raise FileBusy from error
             raise
-        return True, result
+        return result
 
     def try_insert(self, jobs: Sequence[JobRow]) -> bool:
         """True if stored (committed); False if another writer holds the file now."""
-        stored, _ = self.try_write(lambda session: session.add_all(jobs))
-        return stored
+        try:
+            self.write(lambda session: session.add_all(jobs))
+        except FileBusy:
+            return False
+        return True
 
     def close(self) -> None:
         self.engine.dispose()

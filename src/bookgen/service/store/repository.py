@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from bookgen.service.store import migrate as migrate_schema
-from bookgen.service.store.inserter import InlineSQLite, JobInserter
+from bookgen.service.store.inserter import FileBusy, InlineSQLite, JobInserter
 from bookgen.service.store.models import ApiKeyRow, JobRow, SectionRow, utcnow
 
 ACTIVE = ("pending", "in_progress")
@@ -305,18 +305,16 @@ class Store:
         """As `read`, for an indexed read of a few rows (a request's own): on a SQLite file it
         runs on the event loop (well under a millisecond) instead of waiting turns for a thread."""
         if self._inline is not None:
-            done, result = self._inline.try_read(work)
-            if done:
-                return result  # type: ignore[return-value]
+            with contextlib.suppress(FileBusy):
+                return self._inline.read(work)
         return await self.read(work)
 
     async def write_small(self, work: Callable[[Session], T]) -> T:
         """As `write`, for a statement or two on one row: on a SQLite file it runs on the event
         loop when no other writer holds the file, else it queues for the writer thread."""
         if self._inline is not None:
-            done, result = self._inline.try_write(work)
-            if done:
-                return result  # type: ignore[return-value]
+            with contextlib.suppress(FileBusy):
+                return self._inline.write(work)
         return await self.write(work)
 
     @classmethod
@@ -438,11 +436,14 @@ class Store:
         if job is not None:
             return job
         job = await self.read_small(lambda s: s.get(JobRow, job_id))
+        self._remember_if_finished(job)
+        return job
+
+    def _remember_if_finished(self, job: JobRow | None) -> None:
         if job is not None and job.status in FINISHED:
-            self._finished[job_id] = job
+            self._finished[job.id] = job
             if len(self._finished) > FINISHED_CACHE_SIZE:
                 self._finished.popitem(last=False)
-        return job
 
     async def list_jobs(
         self, *, status: str | None, offset: int, limit: int, owner: str | None = None
@@ -537,10 +538,7 @@ class Store:
 
         job = await self.write_small(work)
         self.touch(job_id)
-        if job is not None and job.status in FINISHED:
-            self._finished[job_id] = job
-            if len(self._finished) > FINISHED_CACHE_SIZE:
-                self._finished.popitem(last=False)
+        self._remember_if_finished(job)
         return job
 
     # --- worker side ---------------------------------------------------------------------
