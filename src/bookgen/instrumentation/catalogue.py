@@ -249,6 +249,11 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "1 while the LLM provider circuit breaker is open (no new work is taken).",
     ),
     MetricSpec(
+        "bookgen_llm_concurrency_window",
+        "gauge",
+        "Requests this process may have at the LLM provider at once; its 429s narrow it.",
+    ),
+    MetricSpec(
         "bookgen_sections_out_of_band_total",
         "counter",
         "Sections stored outside the length band after all their attempts, by kind.",

@@ -244,3 +244,6 @@ class TelemetryHooks(Hooks):
 
     def llm_breaker(self, state: str) -> None:
         self._m.llm_breaker_open.set(1 if state == "open" else 0)
+
+    def llm_window(self, size: int) -> None:
+        self._m.llm_window.set(size)

@@ -104,6 +104,7 @@ class Metrics:
         self.llm_cost = self._get("bookgen_llm_cost_usd_total", Counter)
         self.llm_provider_info = self._get("bookgen_llm_provider_info", Gauge)
         self.llm_breaker_open = self._get("bookgen_llm_breaker_open", Gauge)
+        self.llm_window = self._get("bookgen_llm_concurrency_window", Gauge)
         self.out_of_band = self._get("bookgen_sections_out_of_band_total", Counter)
         self.section_tasks = self._get("bookgen_section_tasks_total", Counter)
         self.section_redeliveries = self._get("bookgen_section_redeliveries_total", Counter)

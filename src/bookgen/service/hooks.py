@@ -126,6 +126,9 @@ class Hooks:
     def llm_breaker(self, state: str) -> None:
         """The provider circuit breaker changed state: closed | open | half_open."""
 
+    def llm_window(self, size: int) -> None:
+        """The client's concurrency window changed (the provider's 429s narrow it)."""
+
     @property
     def capture_content(self) -> bool:
         """Whether the LLM client should copy prompt/completion text into `LLMCall`."""

@@ -49,7 +49,8 @@ class SimSettings(BaseModel):
     # Quotas per API key, enforced as a provider does (429, Retry-After, x-ratelimit-* headers);
     # 0 turns one off. Requests and tokens per minute are OpenAI's usage tier 2 for gpt-4o-mini
     # (platform.openai.com/docs/guides/rate-limits); OpenAI publishes no stream limit, so
-    # concurrent streams is our own bound, above what one BookGen host opens (64 per process).
+    # concurrent streams is our own bound: the client's default ceiling, so one process can fill
+    # the key and several sharing it learn their share from its 429s.
     rpm_limit: int = Field(default=5_000, ge=0)
     tpm_limit: int = Field(default=2_000_000, ge=0)
     max_concurrent_streams: int = Field(default=256, ge=0)
@@ -95,7 +96,9 @@ class Settings(BaseSettings):
     # after `llm_breaker_open_s` one probe call is let through, and its success closes it.
     llm_breaker_threshold: int = Field(default=5, ge=1)
     llm_breaker_open_s: float = Field(default=10.0, gt=0)
-    llm_max_concurrency: int = Field(default=64, ge=1)
+    # The ceiling of the client's concurrency window (`llm/limit.py`), which the provider's 429s
+    # narrow: a paid key's order of magnitude, so a large key is used and a small one is learnt.
+    llm_max_concurrency: int = Field(default=256, ge=1)
     llm_stream: bool = True
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
     sim: SimSettings = Field(default_factory=SimSettings)

@@ -11,8 +11,9 @@
   waits included (`llm_call_deadline_s`).
 - A circuit breaker (`breaker.py`): while the provider is down, calls wait instead of failing
   and one probe at a time finds out when it is back.
-- A per-process concurrency limit (`llm_max_concurrency`), held only while a request is in flight
-  (not while sleeping before a retry).
+- A per-process concurrency window (`limit.py`) held only while a request is in flight (not
+  while sleeping before a retry): it starts at `llm_max_concurrency`, narrows on the provider's
+  429s and widens again on its answers, so one setting suits a small key and a large one.
 - Token usage from the response (estimated from the text when the provider sends none, or when
   a `StreamWatch` ended the stream early); cost from `settings.prices` (an unknown model costs 0).
   A failed or cut-off attempt that had started to answer is charged what it streamed (and its
@@ -46,6 +47,7 @@ from bookgen.service.hooks import Hooks, LLMCall
 from bookgen.service.llm import spend
 from bookgen.service.llm.breaker import BreakerOpen, CircuitBreaker
 from bookgen.service.llm.errors import LLMConfigError, LLMError
+from bookgen.service.llm.limit import AdaptiveLimit
 from bookgen.service.llm.provider import OPENROUTER_BASE_URL
 from bookgen.service.settings import Settings
 
@@ -194,19 +196,19 @@ class LLMClient:
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             transport=transport,
         )
-        self._semaphore = asyncio.Semaphore(limit)
+        self.limit = AdaptiveLimit(limit, on_change=hooks.llm_window)
+        hooks.llm_window(limit)
         self._sleep: SleepFn = sleep or asyncio.sleep
         self._rng = rng or random.Random()
         self.breaker = breaker or CircuitBreaker(
             settings.llm_breaker_threshold, settings.llm_breaker_open_s, on_change=self._breaker
         )
-        self._in_flight = 0
         self.max_in_flight = 0  # highest concurrency seen; tests and benchmarks read it
 
     # --- public API ---------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self.limit.in_flight
 
     async def chat(
         self,
@@ -332,17 +334,22 @@ class LLMClient:
             raise self._deadline_error(self._settings.llm_call_deadline_s, "call")
         try:
             async with asyncio.timeout(remaining):
-                await self._semaphore.acquire()
+                granted = await self.limit.acquire()
         except TimeoutError:
             raise self._deadline_error(self._settings.llm_call_deadline_s, "call") from None
-        self._in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        self.max_in_flight = max(self.max_in_flight, self.limit.in_flight)
         try:
             limit = min(self._settings.llm_attempt_deadline_s, deadline - loop.time())
-            return await self._attempt(payload, messages, attempt, watch, limit, spent)
+            result = await self._attempt(payload, messages, attempt, watch, limit, spent)
+        except LLMError as exc:
+            if exc.status == 429:
+                self.limit.refused(granted)
+            raise
+        else:
+            self.limit.succeeded()
+            return result
         finally:
-            self._in_flight -= 1
-            self._semaphore.release()
+            self.limit.release()
 
     @staticmethod
     def _deadline_error(seconds: float, what: str) -> LLMError:
