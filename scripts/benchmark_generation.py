@@ -36,7 +36,7 @@ Usage
   python scripts/benchmark_generation.py --quick         # 10x stream rate, smaller batch: ~1 min
   python scripts/benchmark_generation.py --jobs 8 --save bench.json
   python scripts/benchmark_generation.py --api-only
-Extra server settings: --set KEY=VALUE (a BOOKGEN_ setting, e.g. --set llm_max_concurrency=64;
+Extra server settings: --set KEY=VALUE (a BOOKGEN_ setting, e.g. --set llm_max_concurrency=256;
 sim__* settings go to the model too, e.g. --set sim__tpm_limit=200000).
 The machine may be shared: the script prints the load average and the server's CPU use.
 """

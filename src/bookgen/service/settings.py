@@ -49,8 +49,8 @@ class SimSettings(BaseModel):
     # Quotas per API key, enforced as a provider does (429, Retry-After, x-ratelimit-* headers);
     # 0 turns one off. Requests and tokens per minute are OpenAI's usage tier 2 for gpt-4o-mini
     # (platform.openai.com/docs/guides/rate-limits); OpenAI publishes no stream limit, so
-    # concurrent streams is our own bound: the client's default ceiling, so one process can fill
-    # the key and several sharing it learn their share from its 429s.
+    # concurrent streams is our own bound, a paid key's order of magnitude: one process with
+    # llm_max_concurrency=256 fills it, and several sharing it learn their share from its 429s.
     rpm_limit: int = Field(default=5_000, ge=0)
     tpm_limit: int = Field(default=2_000_000, ge=0)
     max_concurrent_streams: int = Field(default=256, ge=0)
@@ -97,8 +97,11 @@ class Settings(BaseSettings):
     llm_breaker_threshold: int = Field(default=5, ge=1)
     llm_breaker_open_s: float = Field(default=10.0, gt=0)
     # The ceiling of the client's concurrency window (`llm/limit.py`), which the provider's 429s
-    # narrow: a paid key's order of magnitude, so a large key is used and a small one is learnt.
-    llm_max_concurrency: int = Field(default=256, ge=1)
+    # narrow, so a ceiling above the key's limit is safe. 64, not a paid key's 256: a process
+    # that also serves the API on SQLite writes books faster than its request writes keep up
+    # with at 256 (cancel p95 0.56-1.1 s in the performance suite); raise it where a process
+    # only writes books (the worker tier), up to the key's stream limit (256 fills a paid key).
+    llm_max_concurrency: int = Field(default=64, ge=1)
     llm_stream: bool = True
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
     sim: SimSettings = Field(default_factory=SimSettings)

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -301,3 +301,34 @@ async def test_an_insert_on_a_connection_the_server_dropped_is_made_once_more(
     finally:
         await inserter.close()
         await store.close()
+
+
+def test_the_writer_thread_runs_a_request_s_writes_ahead_of_queued_background_ones() -> None:
+    from bookgen.service.store.repository import UrgentFirst
+
+    writer = UrgentFirst("test-writer")
+    started, gate = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold() -> None:  # the transaction in progress while the others queue
+        started.set()
+        gate.wait(5)
+
+    def urgent_write(name: str) -> Callable[[], None]:
+        return lambda: order.append(name)
+
+    try:
+        blocker = writer.submit(hold)
+        assert started.wait(5)
+        background = [writer.submit(order.append, f"b{i}") for i in range(6)]
+        urgent = [writer.submit_urgent(urgent_write(f"u{i}")) for i in range(6)]
+        gate.set()
+        blocker.result(timeout=5)
+        for future in [*background, *urgent]:
+            future.result(timeout=5)
+    finally:
+        writer.shutdown()
+    # Urgent first, but never more than STREAK in a row while background work waits.
+    assert order == ["u0", "u1", "u2", "u3", "b0", "u4", "u5", "b1", "b2", "b3", "b4", "b5"]
+    with pytest.raises(RuntimeError):
+        writer.submit(order.append, "late")
