@@ -32,11 +32,26 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def _below_ephemeral(default: int = 32_768) -> int:
+    """The lowest port the kernel hands out to outgoing connections and to bind(port 0)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def free_range(count: int, host: str = HOST, exclude: frozenset[int] = frozenset()) -> int:
-    """The first of `count` consecutive free ports (per-worker metrics ports are base + index)."""
+    """The first of `count` consecutive free ports (per-worker metrics ports are base + index).
+
+    Picked below the kernel's ephemeral range: a port checked free there could be taken, before
+    the worker binds it, by any outgoing connection on the machine."""
     rng = random.Random()
+    low, high = 20_000, _below_ephemeral()
+    if high - low < 1_000 + count:  # an unusual ephemeral range: take the wide one
+        high = 60_000
     for _ in range(_ATTEMPTS):
-        base = rng.randrange(20_000, 60_000 - count)
+        base = rng.randrange(low, high - count)
         candidates = range(base, base + count)
         if not exclude.intersection(candidates) and all(is_free(p, host) for p in candidates):
             return base
