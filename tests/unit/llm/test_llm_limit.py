@@ -39,7 +39,7 @@ async def test_a_429_narrows_to_nine_tenths_of_what_was_in_flight_once_per_round
     later = await limit.acquire()  # granted after the narrowing: its 429 counts
     limit.refused(later)
     assert limit.window == 9  # floor(11 * 0.9)
-    assert seen == [18, 9]
+    assert seen == [64, 18, 9]  # the starting window, then each narrowing
 
 
 async def test_answers_widen_it_only_while_it_holds_requests_back() -> None:

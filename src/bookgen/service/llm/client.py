@@ -197,7 +197,6 @@ class LLMClient:
             transport=transport,
         )
         self.limit = AdaptiveLimit(limit, on_change=hooks.llm_window)
-        hooks.llm_window(limit)
         self._sleep: SleepFn = sleep or asyncio.sleep
         self._rng = rng or random.Random()
         self.breaker = breaker or CircuitBreaker(

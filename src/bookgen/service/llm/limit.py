@@ -39,11 +39,12 @@ class AdaptiveLimit:
         self._window = float(ceiling)
         self._in_flight = 0
         self._round = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[int]] = deque()
         self._on_change = on_change
         # 429s met, and how many of them narrowed the window; tests and benchmarks read them
         self.refusals = 0
         self.narrowings = 0
+        self._changed()  # the starting window is reported too
 
     @property
     def window(self) -> int:
@@ -58,17 +59,16 @@ class AdaptiveLimit:
         if not self._waiters and self._in_flight < self.window:
             self._in_flight += 1
             return self._round
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await waiter
+            return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # granted as it was cancelled: the slot goes to the next one
             else:
                 self._waiters.remove(waiter)
             raise
-        return self._round
 
     def release(self) -> None:
         self._in_flight -= 1
@@ -100,4 +100,4 @@ class AdaptiveLimit:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._in_flight += 1
-                waiter.set_result(None)
+                waiter.set_result(self._round)

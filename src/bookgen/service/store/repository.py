@@ -353,14 +353,15 @@ class Store:
             await stack.enter_async_context(session.begin())
             yield session
 
-    async def write(self, work: Callable[[Session], T]) -> T:
+    async def write(self, work: Callable[[Session], T], *, urgent: bool = False) -> T:
         """Run `work(session)` (sync statements) in one write transaction; committed on return.
 
-        On a SQLite file it runs whole in the writer thread (one hop for the event loop);
-        elsewhere through an async transaction (`AsyncSession.run_sync`).
+        On a SQLite file it runs whole in the writer thread (one hop for the event loop), ahead
+        of queued background writes when `urgent` (a request waits for it); elsewhere through an
+        async transaction (`AsyncSession.run_sync`).
         """
         if self._writer is not None:
-            return await self._writer.write(work)
+            return await self._writer.write(work, urgent=urgent)
         async with self.transaction() as s:
             return await s.run_sync(work)
 
@@ -388,9 +389,7 @@ class Store:
         if self._inline is not None:
             with contextlib.suppress(FileBusy):
                 return self._inline.write(work)
-        if self._writer is not None:
-            return await self._writer.write(work, urgent=True)
-        return await self.write(work)
+        return await self.write(work, urgent=True)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
