@@ -121,7 +121,7 @@ def failing_rows(m: Measured) -> list[str]:
 def test_users_row_counts_what_the_service_served() -> None:
     assert failing_rows(good_measured()) == []
     users = "users served (service side)"
-    # Locust spawned ten, but the service never held ten users' books at once.
+    # Locust spawned ten, but the service never served ten users at once.
     assert failing_rows(good_measured(users_served=7)) == [users]
     # A submission refused while the queue had room; or rejections not known at all.
     assert failing_rows(good_measured(rejections=1.0)) == [users]
@@ -143,24 +143,36 @@ def test_p95_row_fails_on_a_silent_group_or_a_disagreement() -> None:
     assert failing_rows(good_measured(server_error="Prometheus unavailable")) == [p95]
 
 
-def test_users_served_is_the_most_load_books_held_at_once() -> None:
-    def job(job_id: str, start: int, end: int | None, status: str = "completed") -> dict[str, str]:
+def test_users_served_is_the_most_users_whose_books_the_service_was_serving_at_once() -> None:
+    def job(
+        job_id: str, owner: str | None, start: int, end: int | None, status: str = "completed"
+    ) -> dict[str, str | None]:
         stamp = "2030-01-01T00:00:{:02d}+00:00"
-        item = {"job_id": job_id, "status": status, "created_at": stamp.format(start)}
+        item = {"job_id": job_id, "owner": owner, "status": status}
+        item["created_at"] = stamp.format(start)
         if end is not None:
             item["completed_at"] = stamp.format(end)
         return item
 
     t0 = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
     jobs = [
-        job("a", 1, 10), job("b", 2, 4), job("c", 4, 9),  # b ends as c starts: 2 at once
-        job("d", 5, None, "in_progress"),  # still held at the end of the window
-        job("own", 3, 8),  # the verify run's own book, not a user's
-        job("cancelled", 6, None, "cancelled"),  # no end time: never counted
-        job("early", 0, 30),  # before the window
+        # u1 is between books at 10-12 while u2 and u3 run: still a user being served.
+        job("a1", "ip:u1", 1, 10), job("a2", "ip:u1", 12, 18),
+        job("b", "ip:u2", 2, 4), job("c", "ip:u3", 4, 11),  # u2 ends as u3 starts
+        job("d", "ip:u4", 5, None, "in_progress"),  # still held at the end of the window
+        job("own", "ip:verify", 3, 8),  # the verify run's own book, not a user's
+        job("x", "ip:u5", 6, None, "cancelled"),  # no end time: never counted
+        job("early", "ip:u6", 0, 30),  # before the window
+        job("cli", None, 15, 16),  # no owner: a user of its own
     ]  # fmt: skip
-    assert users_served(jobs, {"own"}, t0 + 1, t0 + 20) == 3
-    assert users_served(jobs, set(), t0 + 1, t0 + 20) == 4
+    assert users_served(jobs, {"own"}, t0 + 1, t0 + 20) == 3  # u1, u3, u4 at 5-10
+    assert users_served(jobs, set(), t0 + 1, t0 + 20) == 4  # and the verify run at 5-8
+    # Never three books held at one instant (u1 is between its books while u3's runs), but
+    # three users served at once; counted as books without owners, two.
+    gap = [job("p", "ip:u1", 1, 3), job("q", "ip:u1", 4, 20), job("r", "ip:u2", 2, 20)]
+    gap.append(job("s", "ip:u3", 3, 4))
+    assert users_served(gap, set(), t0, t0 + 20) == 3
+    assert users_served([dict(j, owner=None) for j in gap], set(), t0, t0 + 20) == 2
     assert users_served([], set(), t0, t0 + 1) == 0
 
 

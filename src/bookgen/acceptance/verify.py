@@ -2,8 +2,9 @@
 
 Every measured figure comes from this run: book time from the full-size books' own timestamps,
 API p95 and error rate from Locust, which must agree with Prometheus's view within the gate's
-tolerances; users served from the service's side (the store's own record of the books it held at
-once, no submission refused while the queue had room, the server's p95 under the bound); memory
+tolerances; users served from the service's side (the store's own record of each user's books:
+the most users it was serving at once, no submission refused while the queue had room, the
+server's p95 under the bound); memory
 per worker as the max RSS sampled with psutil and read from Prometheus; throughput from the books
 completed during the run. Target numbers come from slo.yaml and the thresholds generated from it.
 """
@@ -225,7 +226,7 @@ class Measured:
     fail_ratio: float | None = None
     requests: int = 0
     max_users: int = 0  # Locust's count of users it spawned
-    users_served: int = 0  # the service's: most load books it held at once
+    users_served: int = 0  # the service's: most users whose books it was serving at once
     rejections: float | None = None  # submissions refused while the queue had room
     rejected_queue_full: float | None = None
     queue_had_room: bool | None = None
@@ -328,7 +329,7 @@ def users_row(m: Measured, t: AcceptanceTargets) -> Row:
     ok = m.users_served >= t.min_users and rejected == 0 and held
     room = {None: "unknown", True: "had room", False: "was full at times"}[m.queue_had_room]
     note = (
-        f"service held {m.users_served} users' books at once (Locust spawned {m.max_users}); "
+        f"service served {m.users_served} users at once (Locust spawned {m.max_users}); "
         + ("rejections unknown" if rejected is None else f"{rejected:.0f} refused")
         + f" while the queue {room}"
         + (f" ({m.rejected_queue_full:.0f} queue_full)" if m.rejected_queue_full else "")
@@ -340,12 +341,17 @@ def users_row(m: Measured, t: AcceptanceTargets) -> Row:
 
 
 def users_served(jobs: list[dict[str, Any]], exclude: set[str], t0: float, t_end: float) -> int:
-    """The most books submitted in [t0, t_end] (not `exclude`) the service held at once.
+    """The most users the service was serving at once, by the store's own record of their books.
 
-    Held = accepted and not yet ended, by the store's own timestamps. Each Locust user keeps at
-    most one book on the go, so this counts distinct users the service was serving at one time.
+    A user is an owner (the principal the service recorded) with a book accepted in
+    [t0, t_end] (not `exclude`); the service serves that user from its first such book's
+    acceptance to its last such book's end (or `t_end` if one is still held). The gaps
+    between one book and the next are the user's own pauses, not a user the service let go:
+    counting only books held at one instant made ten users read as nine whenever one of them
+    was between books at every moment. Refusals and the server's p95 are gated beside this.
+    A book without a recorded owner counts as a user of its own.
     """
-    changes: list[tuple[float, int]] = []
+    sessions: dict[str, list[float]] = {}
     for job in jobs:
         created = _ts(job.get("created_at"))
         if job.get("job_id") in exclude or created is None or not t0 <= created <= t_end:
@@ -353,9 +359,13 @@ def users_served(jobs: list[dict[str, Any]], exclude: set[str], t0: float, t_end
         ended = _ts(job.get("completed_at"))
         if ended is None and job.get("status") in FINISHED:
             continue  # ended without a recorded time (cancelled while queued): never held long
-        changes += [(created, 1), (t_end if ended is None else ended, -1)]
+        end = t_end if ended is None else ended
+        user = job.get("owner") or f"job:{job.get('job_id')}"
+        first, last = sessions.setdefault(user, [created, end])
+        sessions[user] = [min(first, created), max(last, end)]
+    changes = [(t, c) for first, last in sessions.values() for t, c in ((first, 1), (last, -1))]
     held = most = 0
-    for _, change in sorted(changes, key=lambda c: (c[0], c[1])):  # ends before starts on ties
+    for _, change in sorted(changes):  # ends before starts on ties
         held += change
         most = max(most, held)
     return most

@@ -152,6 +152,9 @@ class Tokens(BaseModel):
 
 class JobStatus(BaseModel):
     job_id: str
+    # The principal that submitted it: an API key's name, or `ip:<address>` without a key;
+    # null for a book written from the command line.
+    owner: str | None
     status: JobStatusName
     character: str
     chapters: int

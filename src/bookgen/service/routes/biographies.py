@@ -72,6 +72,7 @@ def status_body(job: JobRow | AnyRow) -> dict[str, Any]:
         percentage = round(100 * job.sections_completed / (chapters + 2), 1)
     return {
         "job_id": job.id,
+        "owner": job.owner,
         "status": state,
         "character": job.character,
         "chapters": chapters,

@@ -45,6 +45,7 @@ AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 # What a list item shows: no JSON or text columns beyond `error` (outline, sources, trace).
 LIST_COLUMNS = (
     JobRow.id,
+    JobRow.owner,
     JobRow.status,
     JobRow.character,
     JobRow.chapters,
