@@ -97,11 +97,10 @@ class Settings(BaseSettings):
     llm_breaker_threshold: int = Field(default=5, ge=1)
     llm_breaker_open_s: float = Field(default=10.0, gt=0)
     # The ceiling of the client's concurrency window (`llm/limit.py`), which the provider's 429s
-    # narrow, so a ceiling above the key's limit is safe. 64, not a paid key's 256: a process
-    # that also serves the API on SQLite writes books faster than its request writes keep up
-    # with at 256 (cancel p95 0.56-1.1 s in the performance suite); raise it where a process
-    # only writes books (the worker tier), up to the key's stream limit (256 fills a paid key).
-    llm_max_concurrency: int = Field(default=64, ge=1)
+    # narrow, so a ceiling above the key's limit is safe: a paid key's order of magnitude, which
+    # one process fills. (It was 64 while the SQLite writer thread made a request's writes wait
+    # behind the books'; the store's writes run on the loop now, see `Store.write`.)
+    llm_max_concurrency: int = Field(default=256, ge=1)
     llm_stream: bool = True
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
     sim: SimSettings = Field(default_factory=SimSettings)

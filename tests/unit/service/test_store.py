@@ -6,14 +6,16 @@ import asyncio
 import sqlite3
 import threading
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text, update
+from sqlalchemy.orm import Session
 
-from bookgen.service.store import JobRow, LeaseLost, NewSection, Store, Usage
+from bookgen.service.store import JobRow, LeaseLost, NewSection, Store, Usage, repository
 from bookgen.service.store.inserter import JobInserter
 from bookgen.service.store.models import utcnow
 from service_helpers import postgres_database
@@ -239,6 +241,37 @@ async def test_a_cancel_while_another_writer_holds_the_file_queues_and_lands(
         assert final is not None and final.status == "cancelled"
     finally:
         other.close()
+        await store.close()
+
+
+async def test_background_writes_run_on_the_loop_and_the_log_is_still_checkpointed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background write takes no thread while the file is free; the inline connection never
+    checkpoints, so the writer thread does, and the write-ahead log stays small even when
+    writes never pause (a passive checkpoint never catches up with them)."""
+    monkeypatch.setattr(repository, "CHECKPOINT_EVERY", 20)
+    path = tmp_path / "store.db"
+    store = Store.from_url(f"sqlite+aiosqlite:///{path}")
+    await store.create_tables()
+    threads: Counter[str] = Counter()
+    try:
+        added = await store.add_job(job())
+        note = "x" * 8_000  # two pages or more a write: 800 writes log 6 MB or more unchecked
+        for i in range(800):
+
+            def work(s: Session, i: int = i) -> None:
+                threads[threading.current_thread().name] += 1
+                s.execute(update(JobRow).where(JobRow.id == added.id).values(error=f"{i}{note}"))
+
+            await store.write(work)
+            await asyncio.sleep(0)  # a turn, as a book's task yields between writes
+        # Only writes that met a checkpoint holding the file went to the writer thread.
+        assert threads[threading.current_thread().name] >= 700, threads
+        await asyncio.sleep(0.5)  # the last checkpoint queued
+        wal = await asyncio.to_thread(lambda: Path(f"{path}-wal").stat().st_size)
+        assert wal < 1_000_000
+    finally:
         await store.close()
 
 
