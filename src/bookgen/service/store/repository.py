@@ -190,7 +190,8 @@ class UrgentFirst(Executor):
 
 
 class SQLiteWriter:
-    """Every write of this process to a SQLite file, one transaction at a time, in one thread.
+    """The writes of this process to a SQLite file that cannot run on the loop (another
+    connection held the file) and async transactions, one at a time, in one thread.
 
     SQLite has one writer at a time. Through aiosqlite a write transaction is 4-10 hops between
     the event loop and the connection's thread (cursor, execute, commit, the pool's reset), and
@@ -198,8 +199,9 @@ class SQLiteWriter:
     a write held the single-writer lock for tens of ms, and writes queued behind it for hundreds.
     Here a transaction runs start to commit in this thread with the plain sqlite3 driver (well
     under a millisecond) and costs the loop one hop; the executor's queue is the writer lock.
-    Async transactions (`Store.transaction`) take the thread for their duration (`hold`), so there
-    is still one writer per process.
+    Async transactions (`Store.transaction`) take the thread for their duration (`hold`). An inline
+    write that meets either holding SQLite's lock fails at once and queues here; the lock keeps
+    one writer at a time.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
