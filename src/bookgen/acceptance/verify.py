@@ -351,7 +351,7 @@ def users_served(jobs: list[dict[str, Any]], exclude: set[str], t0: float, t_end
     was between books at every moment. Refusals and the server's p95 are gated beside this.
     A book without a recorded owner counts as a user of its own.
     """
-    sessions: dict[str, list[float]] = {}
+    sessions: dict[str, tuple[float, float]] = {}
     for job in jobs:
         created = _ts(job.get("created_at"))
         if job.get("job_id") in exclude or created is None or not t0 <= created <= t_end:
@@ -361,8 +361,8 @@ def users_served(jobs: list[dict[str, Any]], exclude: set[str], t0: float, t_end
             continue  # ended without a recorded time (cancelled while queued): never held long
         end = t_end if ended is None else ended
         user = job.get("owner") or f"job:{job.get('job_id')}"
-        first, last = sessions.setdefault(user, [created, end])
-        sessions[user] = [min(first, created), max(last, end)]
+        first, last = sessions.get(user, (created, end))
+        sessions[user] = (min(first, created), max(last, end))
     changes = [(t, c) for first, last in sessions.values() for t, c in ((first, 1), (last, -1))]
     held = most = 0
     for _, change in sorted(changes):  # ends before starts on ties

@@ -121,7 +121,7 @@ class InlineSQLite:
     never waits for a lock; readers of a WAL file never wait for writers.
     """
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, on_write: Callable[[], None] | None = None) -> None:
         self.engine = create_engine(
             url.set(drivername="sqlite"),
             connect_args={"timeout": 0, "check_same_thread": False},
@@ -129,6 +129,7 @@ class InlineSQLite:
             max_overflow=0,
         )
         event.listen(self.engine, "connect", _inline_pragmas)
+        self._on_write = on_write  # after each committed write (the log's checkpoints count them)
 
     def write(self, work: Callable[[Session], T]) -> T:
         """What `work` returned, once committed and detached from the session; `FileBusy` if
@@ -151,6 +152,8 @@ class InlineSQLite:
             if "locked" in str(error.orig) or "busy" in str(error.orig):
                 raise FileBusy from error
             raise
+        if write and self._on_write is not None:
+            self._on_write()
         return result
 
     def try_insert(self, jobs: Sequence[JobRow]) -> bool:

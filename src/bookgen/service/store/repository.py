@@ -214,6 +214,7 @@ class SQLiteWriter:
         event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.executor = UrgentFirst("bookgen-sqlite-writer")
+        self._inline_writes = 0
 
     @staticmethod
     def usable(engine: AsyncEngine) -> bool:
@@ -263,13 +264,16 @@ class SQLiteWriter:
         finally:
             release.set()
 
-    def checkpoint(self) -> None:
-        """Copy the write-ahead log back into the database file, in this thread, behind what is
+    def inline_write_done(self) -> None:
+        """Count a write committed on the loop (`InlineSQLite`); every `CHECKPOINT_EVERY`th
+        copies the write-ahead log back into the database file, in this thread, behind what is
         queued: the inline connection never checkpoints (a checkpoint fsyncs), so without this
         a process whose writes all ran inline would grow the log without end. RESTART holds
         off writers until it is done, so the next write starts the log again; a passive
         checkpoint never catches up with writes that do not pause."""
-        self.executor.submit(self._checkpoint)
+        self._inline_writes += 1
+        if self._inline_writes % CHECKPOINT_EVERY == 0:
+            self.executor.submit(self._checkpoint)
 
     def _checkpoint(self) -> None:
         with self.engine.connect() as connection:
@@ -345,8 +349,11 @@ class Store:
         self._new_jobs: list[JobRow] = []  # submitted in this turn of the loop, to be stored
         self._new_jobs_done: asyncio.Future[None] | None = None
         self._inserter = JobInserter(engine.url) if engine.dialect.name == "postgresql" else None
-        self._inline = InlineSQLite(engine.url) if SQLiteWriter.usable(engine) else None
-        self._inline_writes = 0
+        self._inline = (
+            InlineSQLite(engine.url, on_write=self._writer.inline_write_done)
+            if self._writer is not None
+            else None
+        )
 
     def touch(self, job_id: str) -> None:
         """Record a committed local write to `job_id` (call after the commit, never before)."""
@@ -388,11 +395,7 @@ class Store:
         """
         if self._inline is not None:
             with contextlib.suppress(FileBusy):
-                result = self._inline.write(work)
-                self._inline_writes += 1
-                if self._writer is not None and self._inline_writes % CHECKPOINT_EVERY == 0:
-                    self._writer.checkpoint()
-                return result
+                return self._inline.write(work)
         if self._writer is not None:
             return await self._writer.write(work, urgent=urgent)
         async with self.transaction() as s:
