@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from bookgen.acceptance.capacity import step_breach
-from bookgen.acceptance.loadgen import Connection, GroupStats, build, quantile, summarise
+from bookgen.acceptance.loadgen import (
+    Connection,
+    GroupStats,
+    Mix,
+    Plan,
+    build,
+    quantile,
+    summarise,
+)
 
 
 async def test_connection_reads_sized_chunked_and_closing_answers() -> None:
@@ -60,3 +68,20 @@ def test_a_step_breaks_on_p95_or_errors_only() -> None:
     assert step_breach(step(199.9), 200.0) == ""
     assert step_breach(step(200.0), 200.0).startswith("p95 200 ms (list)")
     assert step_breach(step(5.0, errors=1), 200.0).startswith("1 errors")
+
+
+def test_the_mix_holds_few_of_its_books_uncancelled() -> None:
+    # Submitting and cancelling at equal weights is a random walk: unbounded, the mix would hold
+    # tens of books after a few thousand picks (they take the job slots of the measured books).
+    plan = Plan("http://h", 1.0, mix={"generate": 1, "cancel": 1}, held_books=4)
+    mix = Mix(plan, "h")
+    sent = {"generate": 0, "cancel": 0}
+    most = 0
+    for n in range(4000):
+        group, _, check = mix.request(mix.pick())
+        sent[group] += 1
+        if group == "generate":
+            assert check(202, b'{"job_id": "j%d"}' % n) is None
+        most = max(most, len(mix.mine))
+    assert most == 4
+    assert sent["generate"] - sent["cancel"] == len(mix.mine) <= 4

@@ -92,6 +92,11 @@ class Plan:
     mix: dict[str, float] = field(default_factory=lambda: dict(MIX))
     deep_pages: tuple[int, int] = (40, 150)  # page range of list-deep (page_size 20)
     book: tuple[int, int] = (2, 1000)  # chapters, words of a submitted (then cancelled) book
+    # The most of its submitted books the mix holds uncancelled: past it, a "generate" pick
+    # cancels one instead (as an empty hand turns "cancel" into "generate"). Picked at equal
+    # weights, the two alone would be a random walk whose books, tens of them within a minute,
+    # hold the server's job slots and queue ahead of the books being measured.
+    held_books: int = 4
     timeout_s: float = 10.0
     seed: int = 1
 
@@ -255,6 +260,8 @@ class Mix:
             job = self.rng.choice(self.completed)
             path = f"{BIOGRAPHIES}/{job}/download"
             return "download", build("GET", path, self.host), _ok(200)
+        if group == "generate" and len(self.mine) >= self.plan.held_books:
+            group = "cancel"
         if group == "cancel" and self.mine:
             job = self.mine.popleft()
             path = f"{BIOGRAPHIES}/{job}/cancel"
