@@ -275,6 +275,55 @@ async def test_background_writes_run_on_the_loop_and_the_log_is_still_checkpoint
         await store.close()
 
 
+async def test_writes_that_meet_a_checkpoint_wait_for_it_and_still_run_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the writer thread each write waits for the GIL at every statement while holding the
+    file, so writes behind it find the file busy too: after a checkpoint they wait for it to end
+    and run on the loop, submissions and cancels alike."""
+    monkeypatch.setattr(repository, "CHECKPOINT_EVERY", 5)
+    path = tmp_path / "store.db"
+    store = Store.from_url(f"sqlite+aiosqlite:///{path}")
+    await store.create_tables()
+    checkpoint = repository.SQLiteWriter._checkpoint
+    held = threading.Event()
+
+    def slow_checkpoint(writer: repository.SQLiteWriter) -> None:
+        # As a checkpoint on a slow disk: it holds SQLite's write lock for a while.
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            held.set()
+            threading.Event().wait(0.3)
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+        checkpoint(writer)
+
+    monkeypatch.setattr(repository.SQLiteWriter, "_checkpoint", slow_checkpoint)
+    threads: Counter[str] = Counter()
+    loop_thread = threading.current_thread().name
+    try:
+        added = await store.add_job(job())
+        for i in range(4):  # the fifth inline write queues the checkpoint
+
+            def work(s: Session, i: int = i) -> None:
+                threads[threading.current_thread().name] += 1
+                s.execute(update(JobRow).where(JobRow.id == added.id).values(error=str(i)))
+
+            await store.write(work)
+        await asyncio.to_thread(held.wait, 5)
+        started = asyncio.get_running_loop().time()
+        await store.write(work, urgent=True)
+        newcomer = await store.add_job(job())
+        waited = asyncio.get_running_loop().time() - started
+        assert set(threads) == {loop_thread}, threads  # none went to the writer thread
+        assert waited >= 0.1  # it did meet the checkpoint
+        assert await store.get_job(newcomer.id) is not None
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     yield from postgres_database()
