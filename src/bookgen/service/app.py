@@ -226,11 +226,15 @@ def _prerender(app: FastAPI, store: Store) -> Callable[[str], Awaitable[None]]:
         job = await store.get_job(job_id)
         if job is None:
             return
-        rows = await store.sections(job_id)
-        sections = [export.Section(r.index, r.kind, r.title, r.text) for r in rows]
-        content = await asyncio.to_thread(export.render, "docx", job.character, sections)
+        character = job.character
+
+        async def docx() -> bytes:
+            rows = await store.sections(job_id)
+            sections = [export.Section(r.index, r.kind, r.title, r.text) for r in rows]
+            return await export.render_async("docx", character, sections)
+
         books: RenderedBooks = app.state.rendered_books
-        books.put(job_id, "docx", content)
+        await books.get_or_render(job_id, "docx", docx)
 
     return render
 

@@ -68,3 +68,39 @@ def test_rendered_books_evict_least_recent_by_size() -> None:
     assert books.get("b", "txt") is None and books.get("a", "txt") is not None
     books.put("huge", "txt", b"x" * 11)
     assert books.get("huge", "txt") is None and books.size <= 10
+
+
+async def test_a_download_asked_while_it_renders_waits_for_that_render() -> None:
+    import asyncio
+
+    from bookgen.service.pipeline.export import RenderedBooks
+
+    books = RenderedBooks()
+    started = 0
+    release = asyncio.Event()
+
+    async def render() -> bytes:
+        nonlocal started
+        started += 1
+        await release.wait()
+        return b"PK-docx"
+
+    first = asyncio.create_task(books.get_or_render("job", "docx", render))
+    second = asyncio.create_task(books.get_or_render("job", "docx", render))
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == await second == b"PK-docx"
+    assert started == 1
+    assert await books.get_or_render("job", "docx", render) == b"PK-docx" and started == 1
+
+    async def broken() -> bytes:
+        raise RuntimeError("renderer died")
+
+    try:
+        await books.get_or_render("other", "docx", broken)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the render's failure reaches the reader")
+    assert books.get("other", "docx") is None  # not cached: the next reader renders again
+    assert await books.get_or_render("other", "docx", render) == b"PK-docx" and started == 2

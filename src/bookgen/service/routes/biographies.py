@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from datetime import timedelta
@@ -332,13 +331,13 @@ async def download(
             reason = f"job failed ({job.error}); there is no book to download"
         raise HTTPException(status.HTTP_400_BAD_REQUEST, reason)
     books: export.RenderedBooks = request.app.state.rendered_books
-    content = books.get(job.id, fmt)
-    if content is None:
-        sections = [
-            export.Section(s.index, s.kind, s.title, s.text) for s in await store.sections(job.id)
-        ]
-        content = await asyncio.to_thread(export.render, fmt, job.character, sections)
-        books.put(job.id, fmt, content)
+
+    async def render() -> bytes:
+        rows = await store.sections(job.id)
+        sections = [export.Section(s.index, s.kind, s.title, s.text) for s in rows]
+        return await export.render_async(fmt, job.character, sections)
+
+    content = await books.get_or_render(job.id, fmt, render)
     name = export.file_name(job.character, job.id, fmt)
     return Response(
         content,
