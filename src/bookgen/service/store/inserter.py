@@ -156,13 +156,5 @@ class InlineSQLite:
             self._on_write()
         return result
 
-    def try_insert(self, jobs: Sequence[JobRow]) -> bool:
-        """True if stored (committed); False if another writer holds the file now."""
-        try:
-            self.write(lambda session: session.add_all(jobs))
-        except FileBusy:
-            return False
-        return True
-
     def close(self) -> None:
         self.engine.dispose()
