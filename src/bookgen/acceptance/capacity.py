@@ -301,7 +301,7 @@ def format_groups(report: dict[str, Any], bound_ms: float) -> list[str]:
             if "books_running_min" in report
             else ""
         )
-        + f"; uncached DOCX renders {report['uncached_docx']}"
+        + f"; first downloads of new books' DOCX {report['new_docx']}"
     )
     if report.get("books_alone_cpu_share") is not None:
         lines.append(

@@ -53,9 +53,9 @@ SOURCES_BODY = json.dumps(
 
 # The BookGen mix: route group -> weight. The read side is BookGenUser's (health, ready, status,
 # list, sources), plus the routes a user with a book uses: its status while it is written, the
-# download, submitting and cancelling; plus the uncached reads: a deep list page and the DOCX of
-# a book that has just finished (rendered on that request). /metrics is Prometheus's scrape,
-# not user traffic, and is left out.
+# download, submitting and cancelling; plus the reads no read cache answers: a deep list page and
+# the DOCX of a book that has just finished (its first download, as soon as the book is seen
+# completed). /metrics is Prometheus's scrape, not user traffic, and is left out.
 MIX: dict[str, float] = {
     "health": 5,
     "ready": 1,
@@ -238,7 +238,7 @@ class Mix:
         """(group actually sent, request bytes, check of the answer).
 
         Before the measurement starts (`measuring` false) a new book's DOCX is not used up: the
-        books that finished before the run are the run's first uncached renders.
+        books that finished before the run are the run's first new-book DOCX downloads.
         """
         if group == "download-docx-new" and not measuring:
             group = "download"
@@ -404,7 +404,7 @@ async def drive(plan: Plan) -> dict[str, Any]:
             "duration_s": elapsed,
             "generator_cpu_s": cpu,
             "generator_cpu_share": cpu / wall if wall > 0 else 0.0,
-            "uncached_docx": len(mix.rendered),
+            "new_docx": len(mix.rendered),
         }
     )
     return report

@@ -219,8 +219,9 @@ def _freeze_startup_heap() -> None:
 
 
 def _prerender(app: FastAPI, store: Store) -> Callable[[str], Awaitable[None]]:
-    """Render a book's DOCX when it completes, so its first download is a cache read: building
-    one costs tens of milliseconds of CPU per book, which a reader would otherwise wait for."""
+    """Render a written book's DOCX before it is reported completed, so its first download is a
+    cache read: building one costs tens of milliseconds of CPU (hundreds of ms of round trip to
+    the renderer on a busy host), which a reader downloading at once would otherwise wait for."""
 
     async def render(job_id: str) -> None:
         job = await store.get_job(job_id)
@@ -260,7 +261,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             base_url = await sim.start()
         llm = LLMClient(settings, hooks, base_url=base_url)
         runtime = JobRuntime(
-            store, llm, settings, hooks, breaker=llm.breaker, on_completed=_prerender(app, store)
+            store,
+            llm,
+            settings,
+            hooks,
+            breaker=llm.breaker,
+            before_completed=_prerender(app, store),
         )
     app.state.store, app.state.llm, app.state.sim, app.state.runtime = store, llm, sim, runtime
     app.state.read_caches = ReadCaches()  # keyed on this store's versions: one per store

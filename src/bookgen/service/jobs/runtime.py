@@ -32,6 +32,8 @@ from bookgen.service.store.repository import ERROR_LIMIT, INTERNAL_ERROR
 logger = logging.getLogger("bookgen.jobs")
 
 MAX_RUNS = 5
+# A stuck renderer must not hold a written book back from completing.
+BEFORE_COMPLETED_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +70,12 @@ class JobRuntime:
         *,
         owner: str | None = None,
         breaker: CircuitBreaker | None = None,
-        on_completed: Callable[[str], Awaitable[None]] | None = None,
+        before_completed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
-        # Work a completed book is worth doing at once, off its readers' path (its DOCX).
-        self.on_completed = on_completed
-        self._after: set[asyncio.Task[None]] = set()
+        # Work a written book is worth before it is reported completed (its DOCX): a reader who
+        # downloads it the moment it completes then reads a file, instead of waiting for it.
+        self.before_completed = before_completed
         self.settings = settings
         self.hooks = hooks
         # The LLM client's breaker: while it is open, no job is claimed (none would progress).
@@ -107,7 +109,7 @@ class JobRuntime:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        tasks = [r.task for r in self._running.values()] + list(self._after)
+        tasks = [r.task for r in self._running.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -273,6 +275,7 @@ class JobRuntime:
         try:
             done = {s.index for s in await self.store.sections(job.id)}
             await self.writer.write(book_spec(job), info, sink, outline=job.outline, done=done)
+            await self._before_completed(job.id)
         except asyncio.CancelledError:
             if self._stopping and not self._running[job.id].cancelled:
                 await asyncio.shield(self.store.release(job.id, self.owner))
@@ -310,17 +313,15 @@ class JobRuntime:
             )
             await self._finish(job.id, info, "failed", INTERNAL_ERROR)
             return
-        if await self._finish(job.id, info, "completed") and self.on_completed is not None:
-            after = asyncio.create_task(self._after_completed(job.id))
-            self._after.add(after)
-            after.add_done_callback(self._after.discard)
+        await self._finish(job.id, info, "completed")
 
-    async def _after_completed(self, job_id: str) -> None:
-        assert self.on_completed is not None
+    async def _before_completed(self, job_id: str) -> None:
+        if self.before_completed is None:
+            return
         try:
-            await self.on_completed(job_id)
-        except Exception:  # an optimisation: the reader does the work itself if it fails
-            logger.warning("work after completion failed", extra={"job_id": job_id}, exc_info=True)
+            await asyncio.wait_for(self.before_completed(job_id), BEFORE_COMPLETED_TIMEOUT_S)
+        except Exception:  # an optimisation (timeouts included): a reader does the work itself
+            logger.warning("work before completion failed", extra={"job_id": job_id}, exc_info=True)
 
     async def _hand_back(self, job: JobRow, error: LLMError) -> None:
         """Give a book whose provider failed back to the queue, stored sections kept, to be
