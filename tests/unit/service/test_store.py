@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text, update
+from sqlalchemy.dialects.sqlite import dialect
 from sqlalchemy.orm import Session
 
 from bookgen.service.store import JobRow, LeaseLost, NewSection, Store, Usage, repository
@@ -414,3 +415,24 @@ def test_the_writer_thread_runs_a_request_s_writes_ahead_of_queued_background_on
     assert order == ["u0", "u1", "u2", "u3", "b0", "u4", "u5", "b1", "b2", "b3", "b4", "b5"]
     with pytest.raises(RuntimeError):
         writer.submit(order.append, "late")
+
+
+@pytest.mark.parametrize("owner", [None, "ip:127.0.0.1"])
+@pytest.mark.parametrize("status", [None, "completed"])
+async def test_a_list_page_is_read_off_an_index_not_sorted(
+    tmp_path: Path, owner: str | None, status: str | None
+) -> None:
+    path = tmp_path / "store.db"
+    s = Store.from_url(f"sqlite+aiosqlite:///{path}")
+    try:
+        await s.create_tables()  # the migrations' schema
+    finally:
+        await s.close()
+    page, count = repository.listing(status=status, offset=800, limit=20, owner=owner)
+    with sqlite3.connect(path) as conn:
+        plans = []
+        for statement in (page, count):
+            sql = str(statement.compile(dialect=dialect(), compile_kwargs={"literal_binds": True}))
+            plans.append(" | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")))
+    assert "INDEX ix_jobs_" in plans[0] and "TEMP B-TREE" not in plans[0], plans[0]
+    assert "INDEX" in plans[1] and "TEMP B-TREE" not in plans[1], plans[1]  # no table scan

@@ -53,9 +53,12 @@ class Base(DeclarativeBase):
 class JobRow(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_status_created", "status", "created_at"),
-        Index("ix_jobs_created", "created_at"),
-        Index("ix_jobs_owner_status", "owner", "status"),
+        # The listing's order (created_at, id) behind each filter it takes: a page is read off
+        # an index, not sorted from every matching job. The status ones also serve the claim.
+        Index("ix_jobs_listing", "created_at", "id"),
+        Index("ix_jobs_status_listing", "status", "created_at", "id"),
+        Index("ix_jobs_owner_listing", "owner", "created_at", "id"),
+        Index("ix_jobs_owner_status_listing", "owner", "status", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

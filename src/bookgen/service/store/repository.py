@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
-from sqlalchemy import Row, create_engine, event, func, or_, select, text, update
+from sqlalchemy import Row, Select, create_engine, event, func, or_, select, text, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -592,15 +592,7 @@ class Store:
 
         `owner` None lists every owner's jobs; else only that owner's.
         """
-        query = select(*LIST_COLUMNS).order_by(JobRow.created_at.desc(), JobRow.id.desc())
-        count = select(func.count()).select_from(JobRow)
-        if owner is not None:
-            query = query.where(JobRow.owner == owner)
-            count = count.where(JobRow.owner == owner)
-        if status is not None:
-            query = query.where(JobRow.status == status)
-            count = count.where(JobRow.status == status)
-        page = query.offset(offset).limit(limit)
+        page, count = listing(status=status, offset=offset, limit=limit, owner=owner)
 
         def work(s: Session) -> tuple[list[AnyRow], int]:
             return list(s.execute(page).all()), int(s.scalar(count) or 0)
@@ -848,6 +840,22 @@ class Store:
         owned = await self.write(lambda s: bool(s.execute(statement).rowcount))  # type: ignore[attr-defined]
         self.touch(job_id)
         return now if owned else None
+
+
+def listing(
+    *, status: str | None, offset: int, limit: int, owner: str | None
+) -> tuple[Select[*tuple[Any, ...]], Select[int]]:
+    """The statements of a list page and of its total (the indexes named `*_listing` follow
+    this order, so a page is read off an index rather than sorted)."""
+    query = select(*LIST_COLUMNS).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+    count = select(func.count()).select_from(JobRow)
+    if owner is not None:
+        query = query.where(JobRow.owner == owner)
+        count = count.where(JobRow.owner == owner)
+    if status is not None:
+        query = query.where(JobRow.status == status)
+        count = count.where(JobRow.status == status)
+    return query.offset(offset).limit(limit), count
 
 
 def add_usage(usage: Usage) -> dict[str, Any]:
