@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from bookgen.acceptance.capacity import step_breach
+from bookgen.acceptance.capacity import capacity_goal_rps, knee_verdict, step_breach
 from bookgen.acceptance.loadgen import (
     Connection,
     GroupStats,
@@ -14,6 +15,7 @@ from bookgen.acceptance.loadgen import (
     quantile,
     summarise,
 )
+from bookgen.acceptance.project import Project
 
 
 async def test_connection_reads_sized_chunked_and_closing_answers() -> None:
@@ -68,6 +70,13 @@ def test_a_step_breaks_on_p95_or_errors_only() -> None:
     assert step_breach(step(199.9), 200.0) == ""
     assert step_breach(step(200.0), 200.0).startswith("p95 200 ms (list)")
     assert step_breach(step(5.0, errors=1), 200.0).startswith("1 errors")
+
+
+def test_the_knee_is_said_against_slo_yaml_s_goal_either_way() -> None:
+    goal = capacity_goal_rps(Project(Path(__file__).resolve().parents[2]))
+    assert goal == 3000
+    assert "NOT MET, knee / goal = 0.49" in knee_verdict(1475, goal)
+    assert ": met, knee / goal = 1.10" in knee_verdict(3300, goal)
 
 
 def test_the_mix_holds_few_of_its_books_uncancelled() -> None:

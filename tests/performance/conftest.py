@@ -19,7 +19,15 @@ import pytest
 from perf_support import BOOKS, IN_FLIGHT, RESULTS
 
 from bookgen.acceptance import loadgen
-from bookgen.acceptance.capacity import Target, format_groups, measure, serve_target
+from bookgen.acceptance.capacity import (
+    Target,
+    capacity_goal_rps,
+    format_groups,
+    knee_verdict,
+    measure,
+    serve_target,
+)
+from bookgen.acceptance.project import Project
 
 DURATION_S = 30.0
 WARMUP_S = 3.0
@@ -43,7 +51,7 @@ def under_load(target: Target) -> dict[str, Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from perf_support import target_p95_ms
+    from perf_support import ROOT, target_p95_ms
 
     load = RESULTS.get("load")
     if load:
@@ -76,4 +84,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 if knee
                 else "none: the first step already broke"
             )
+            + "; "
+            + knee_verdict(knee["rps"] if knee else 0.0, capacity_goal_rps(Project(ROOT)))
         )

@@ -41,6 +41,7 @@ def test_targets_and_objectives(spec: Spec) -> None:
     assert t.concurrent_users.min_users == 10
     assert t.generation_benchmark.bound_ratio_max == 1.1
     assert t.generation_benchmark.token_efficiency_min == 0.95
+    assert t.capacity_benchmark.rps_per_process_min == 3000
     assert spec.slo(t.llm_errors.slo).errors is not None
     assert [(p.long, p.short, p.factor) for p in spec.burn_rates] == [
         (3600, 300, 14.4),
@@ -65,6 +66,15 @@ def test_generation_benchmark_goals_are_required(raw: dict[str, Any]) -> None:
     data = copy.deepcopy(raw)
     del data["targets"]["generation_benchmark"]
     _refused(data, "generation_benchmark")
+
+
+def test_the_capacity_goal_is_required_and_positive(raw: dict[str, Any]) -> None:
+    data = copy.deepcopy(raw)
+    del data["targets"]["capacity_benchmark"]
+    _refused(data, "capacity_benchmark")
+    data = copy.deepcopy(raw)
+    data["targets"]["capacity_benchmark"]["rps_per_process_min"] = 0
+    _refused(data, "targets.capacity_benchmark.rps_per_process_min")
 
 
 def test_unknown_metric_refused(raw: dict[str, Any]) -> None:

@@ -42,6 +42,23 @@ def latency_bound_ms(project: Project | None = None) -> float:
     return min(float(v) for v in thresholds["p95_ms"].values())
 
 
+def capacity_goal_rps(project: Project | None = None) -> float:
+    """The knee the capacity search aims for, per API process (slo.yaml's capacity_benchmark)."""
+    from bookgen.slo.spec import load_spec
+
+    project = project or find_project()
+    return float(load_spec(project.slo).targets.capacity_benchmark.rps_per_process_min)
+
+
+def knee_verdict(knee_rps: float, goal_rps: float) -> str:
+    """The knee against its goal, said plainly whichever way it falls."""
+    verdict = "met" if knee_rps >= goal_rps else "NOT MET"
+    return (
+        f"goal >= {goal_rps:.0f} req/s per API process (slo.yaml capacity_benchmark): "
+        f"{verdict}, knee / goal = {knee_rps / goal_rps:.2f}"
+    )
+
+
 class Books:
     """Keeps `count` books being written on `host`: submits one for each that finishes.
 

@@ -100,7 +100,7 @@ def loadtest(
         raise click.ClickException(str(exc)) from None
     folder = (report_dir or Path("reports") / f"loadtest-{profile}-{timestamp()}").resolve()
     if profile == "capacity":
-        from bookgen.acceptance.capacity import run_capacity
+        from bookgen.acceptance.capacity import capacity_goal_rps, knee_verdict, run_capacity
 
         report = run_capacity(
             folder,
@@ -140,7 +140,8 @@ def loadtest(
         click.echo(
             f"CAPACITY {figure:.0f} req/s per API process with "
             f"{report.get('generations_running_min')}..{report.get('generations_running_max')} "
-            "generations running during the measurement"
+            "generations running during the measurement; "
+            + knee_verdict(figure, capacity_goal_rps(found))
         )
         if report.get("api_cpu_ms_per_request"):
             click.echo(

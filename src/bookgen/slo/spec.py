@@ -338,6 +338,12 @@ class GenerationBenchmark(Strict):
     token_efficiency_min: float = Field(gt=0, le=1)
 
 
+class CapacityBenchmark(Strict):
+    """The capacity search's goal, printed beside its knee (no rule is made of it)."""
+
+    rps_per_process_min: float = Field(gt=0)
+
+
 class Targets(Strict):
     api_latency: APILatencyTarget
     error_rate: RatioTarget
@@ -350,6 +356,7 @@ class Targets(Strict):
     llm_errors: RatioTarget
     target_down: TargetsDown
     generation_benchmark: GenerationBenchmark
+    capacity_benchmark: CapacityBenchmark
 
 
 class Backlog(Threshold):
