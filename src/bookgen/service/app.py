@@ -28,7 +28,6 @@ from bookgen.service.jobs import Executor, JobRuntime
 from bookgen.service.llm.client import LLMClient
 from bookgen.service.llm.provider import announce_provider
 from bookgen.service.llm.sim import create_sim_app
-from bookgen.service.pipeline import export
 from bookgen.service.pipeline.export import RenderedBooks
 from bookgen.service.queue import Publisher, make_celery
 from bookgen.service.queue.executor import QueuedExecutor
@@ -36,7 +35,7 @@ from bookgen.service.readcache import ReadCaches
 from bookgen.service.routes import biographies, debug, health, sources, status
 from bookgen.service.routes.health import VERSION
 from bookgen.service.settings import Settings, SimSettings, get_settings
-from bookgen.service.store import Store
+from bookgen.service.store import JobRow, Store
 
 GENERATE_PATH = "/api/v1/biographies/generate"
 GIL_SWITCH_INTERVAL_S = 0.001
@@ -218,24 +217,13 @@ def _freeze_startup_heap() -> None:
         gc.freeze()
 
 
-def _prerender(app: FastAPI, store: Store) -> Callable[[str], Awaitable[None]]:
+def _prerender(app: FastAPI, store: Store) -> Callable[[JobRow], Awaitable[None]]:
     """Render a written book's DOCX before it is reported completed, so its first download is a
     cache read: building one costs tens of milliseconds of CPU (hundreds of ms of round trip to
     the renderer on a busy host), which a reader downloading at once would otherwise wait for."""
 
-    async def render(job_id: str) -> None:
-        job = await store.get_job(job_id)
-        if job is None:
-            return
-        character = job.character
-
-        async def docx() -> bytes:
-            rows = await store.sections(job_id)
-            sections = [export.Section(r.index, r.kind, r.title, r.text) for r in rows]
-            return await export.render_async("docx", character, sections)
-
-        books: RenderedBooks = app.state.rendered_books
-        await books.get_or_render(job_id, "docx", docx)
+    async def render(job: JobRow) -> None:
+        await biographies.book_file(store, app.state.rendered_books, job, "docx")
 
     return render
 

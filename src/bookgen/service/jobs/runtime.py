@@ -70,7 +70,7 @@ class JobRuntime:
         *,
         owner: str | None = None,
         breaker: CircuitBreaker | None = None,
-        before_completed: Callable[[str], Awaitable[None]] | None = None,
+        before_completed: Callable[[JobRow], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         # Work a written book is worth before it is reported completed (its DOCX): a reader who
@@ -275,7 +275,7 @@ class JobRuntime:
         try:
             done = {s.index for s in await self.store.sections(job.id)}
             await self.writer.write(book_spec(job), info, sink, outline=job.outline, done=done)
-            await self._before_completed(job.id)
+            await self._before_completed(job)
         except asyncio.CancelledError:
             if self._stopping and not self._running[job.id].cancelled:
                 await asyncio.shield(self.store.release(job.id, self.owner))
@@ -315,13 +315,13 @@ class JobRuntime:
             return
         await self._finish(job.id, info, "completed")
 
-    async def _before_completed(self, job_id: str) -> None:
+    async def _before_completed(self, job: JobRow) -> None:
         if self.before_completed is None:
             return
         try:
-            await asyncio.wait_for(self.before_completed(job_id), BEFORE_COMPLETED_TIMEOUT_S)
+            await asyncio.wait_for(self.before_completed(job), BEFORE_COMPLETED_TIMEOUT_S)
         except Exception:  # an optimisation (timeouts included): a reader does the work itself
-            logger.warning("work before completion failed", extra={"job_id": job_id}, exc_info=True)
+            logger.warning("work before completion failed", extra={"job_id": job.id}, exc_info=True)
 
     async def _hand_back(self, job: JobRow, error: LLMError) -> None:
         """Give a book whose provider failed back to the queue, stored sections kept, to be

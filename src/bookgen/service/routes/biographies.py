@@ -330,17 +330,22 @@ async def download(
         if job.status == "failed" and job.error:
             reason = f"job failed ({job.error}); there is no book to download"
         raise HTTPException(status.HTTP_400_BAD_REQUEST, reason)
-    books: export.RenderedBooks = request.app.state.rendered_books
-
-    async def render() -> bytes:
-        rows = await store.sections(job.id)
-        sections = [export.Section(s.index, s.kind, s.title, s.text) for s in rows]
-        return await export.render_async(fmt, job.character, sections)
-
-    content = await books.get_or_render(job.id, fmt, render)
+    content = await book_file(store, request.app.state.rendered_books, job, fmt)
     name = export.file_name(job.character, job.id, fmt)
     return Response(
         content,
         media_type=export.FORMATS[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+async def book_file(store: Store, books: export.RenderedBooks, job: JobRow, fmt: str) -> bytes:
+    """A completed book's file in `fmt`: cached, or the render of it under way, or rendered from
+    its stored sections (and kept)."""
+
+    async def render() -> bytes:
+        rows = await store.sections(job.id)
+        sections = [export.Section(r.index, r.kind, r.title, r.text) for r in rows]
+        return await export.render_async(fmt, job.character, sections)
+
+    return await books.get_or_render(job.id, fmt, render)
